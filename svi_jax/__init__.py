@@ -1,0 +1,44 @@
+"""svi_jax: progressive Synonymous Image Compression (ICML 2025) in JAX/Flax."""
+
+from svi_jax.checkpoint_import import (
+    CheckpointImportError,
+    export_official_state_dict,
+    import_official_state_dict,
+)
+from svi_jax.forward import (
+    TrainNoise,
+    compose_level_latent,
+    crop_to,
+    draw_train_noise,
+    encode_latents,
+    pad_to_multiple,
+    rate_terms,
+    sample_details,
+    test_forward,
+    train_forward,
+)
+from svi_jax.model import ProgressiveSIC, build_model, init_params
+from svi_jax.objective import aux_loss, level_weights, svi_loss, warming_loss
+
+__all__ = [
+    "CheckpointImportError",
+    "ProgressiveSIC",
+    "TrainNoise",
+    "aux_loss",
+    "build_model",
+    "compose_level_latent",
+    "crop_to",
+    "draw_train_noise",
+    "encode_latents",
+    "export_official_state_dict",
+    "import_official_state_dict",
+    "init_params",
+    "level_weights",
+    "pad_to_multiple",
+    "rate_terms",
+    "sample_details",
+    "svi_loss",
+    "test_forward",
+    "train_forward",
+    "warming_loss",
+]

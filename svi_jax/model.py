@@ -1,0 +1,141 @@
+"""The progressive SIC model (ProgSIC) as one Flax linen module with named entry points.
+
+Every entry point is a method usable through `model.apply(params, ..., method=...)`; the
+functional wrappers in `svi_jax.forward` compose them. Tensors are NHWC; channel splits on
+the last axis follow the official NCHW order (SPEC §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from svi_jax.context import ContextModel, EntropyParameters
+from svi_jax.entropy_models import EntropyBottleneck
+from svi_jax.hyperprior import HyperAnalysis, HyperSynthesis
+from svi_jax.layers import as_pair
+from svi_jax.transforms import AnalysisTransform, SynthesisTransform
+
+DOWNSCALE_Y = 16  # g_a reduces each side by 16
+DOWNSCALE_Z = 64  # h_a reduces y by 4 more; images must be a multiple of this
+
+
+class ProgressiveSIC(nn.Module):
+    latent_channels: int = 512
+    num_slices: int = 16
+    analysis_dims: Sequence[int] = (256, 384, 512, 512)
+    analysis_depths: Sequence[int] = (1, 2, 2, 3)
+    analysis_heads: Sequence[int] = (16, 16, 16, 16)
+    synthesis_dims: Sequence[int] = (512, 512, 384, 256)
+    synthesis_depths: Sequence[int] = (3, 2, 2, 1)
+    synthesis_heads: Sequence[int] = (16, 16, 16, 16)
+    window: int = 8
+    mlp_ratio: float = 4.0
+    construction_hw: tuple[int, int] = (256, 256)
+    bottleneck_filters: Sequence[int] = (3, 3, 3, 3)
+    remat: bool = False
+
+    @property
+    def slice_width(self) -> int:
+        return self.latent_channels // self.num_slices
+
+    @property
+    def hyper_channels(self) -> int:
+        return self.latent_channels * 3 // 4
+
+    def setup(self):
+        if self.latent_channels % self.num_slices:
+            raise ValueError("latent_channels must be a multiple of num_slices")
+        self.ga = AnalysisTransform(
+            self.analysis_dims, self.analysis_depths, self.analysis_heads, self.window,
+            self.construction_hw, self.mlp_ratio, self.remat,
+        )
+        self.gs = SynthesisTransform(
+            self.synthesis_dims, self.synthesis_depths, self.synthesis_heads, self.window,
+            self.construction_hw, self.mlp_ratio, self.remat,
+        )
+        self.ha = HyperAnalysis(self.hyper_channels)
+        self.hs = HyperSynthesis(self.latent_channels)
+        self.entropy_bottleneck = EntropyBottleneck(self.hyper_channels, self.bottleneck_filters)
+        self.context_model = ContextModel(self.num_slices)
+        self.entropy_parameters = EntropyParameters(self.num_slices)
+
+    # --- entry points -------------------------------------------------------------------
+    def analysis(self, x: jax.Array) -> jax.Array:
+        """x (B, H, W, 3) in [0, 1], H and W multiples of 16 -> y (B, H/16, W/16, C)."""
+        return self.ga(x)
+
+    def hyper_analysis(self, y: jax.Array) -> jax.Array:
+        return self.ha(y)
+
+    def hyper_synthesis(self, z_hat: jax.Array) -> jax.Array:
+        """z_hat -> hyper (B, h, w, 2C) = [sigma_hyper | mu_hyper]."""
+        return self.hs(z_hat)
+
+    def gaussian_params(self, hyper: jax.Array, y_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(sigma, mu) of every latent from hyper and the causal context of y_hat."""
+        out = self.entropy_parameters(hyper, self.context_model(y_hat))
+        c = self.latent_channels
+        return out[..., :c], out[..., c:]
+
+    def context(self, y_hat: jax.Array) -> jax.Array:
+        return self.context_model(y_hat)
+
+    def entropy_params_from_context(
+        self, hyper: jax.Array, ctx: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        out = self.entropy_parameters(hyper, ctx)
+        c = self.latent_channels
+        return out[..., :c], out[..., c:]
+
+    def synthesis(self, y_hat: jax.Array) -> jax.Array:
+        """y_hat -> x_hat clamped to [0, 1]."""
+        return jnp.clip(self.gs(y_hat), 0.0, 1.0)
+
+    def z_likelihood(self, z: jax.Array) -> jax.Array:
+        return self.entropy_bottleneck.likelihood(z)
+
+    def z_medians(self) -> jax.Array:
+        return self.entropy_bottleneck.medians()
+
+    def aux_loss(self) -> jax.Array:
+        return self.entropy_bottleneck.aux_loss()
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Touches every submodule once (used by `init`)."""
+        y = self.analysis(x)
+        z = self.hyper_analysis(y)
+        _ = self.z_likelihood(z)
+        hyper = self.hyper_synthesis(z)
+        _ = self.gaussian_params(hyper, y)
+        _ = self.aux_loss()
+        return self.synthesis(y)
+
+
+def build_model(model_config: ml_collections.ConfigDict) -> ProgressiveSIC:
+    m = model_config
+    return ProgressiveSIC(
+        latent_channels=m.latent_channels,
+        num_slices=m.num_slices,
+        analysis_dims=tuple(m.analysis_dims),
+        analysis_depths=tuple(m.analysis_depths),
+        analysis_heads=tuple(m.analysis_heads),
+        synthesis_dims=tuple(m.synthesis_dims),
+        synthesis_depths=tuple(m.synthesis_depths),
+        synthesis_heads=tuple(m.synthesis_heads),
+        window=m.window,
+        mlp_ratio=m.mlp_ratio,
+        construction_hw=as_pair(tuple(m.construction_size)),
+        bottleneck_filters=tuple(m.bottleneck_filters),
+        remat=m.get("remat", False),
+    )
+
+
+def init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> dict:
+    """Parameters for `model` (shapes do not depend on the image size used here)."""
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    return model.init(rng, x)["params"]

@@ -1,0 +1,160 @@
+"""Swin-v1 blocks as the official ProgSIC uses them (pre-norm, window attention, shifted windows).
+
+Faithfulness notes (SPEC §2, reference README §7):
+- Window size and shift are decided once from the *construction* resolution (the 256x256
+  training crop), never from the runtime size: a block built for a grid larger than the window
+  keeps shift = window/2 even when the runtime grid is smaller than the window.
+- A runtime grid that is not a multiple of the window is zero-padded bottom/right after norm1.
+  Padded tokens are not masked in unshifted blocks (they attend and are attended to, with
+  q/k/v equal to the qkv bias); shifted blocks use the cyclic-shift mask of the padded grid.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svi_jax.layers import layer_norm, linear, trunc_normal_init
+
+SHIFT_MASK_VALUE = -100.0  # the official value added to logits of tokens from other regions
+
+
+def resolve_window(construction_hw: tuple[int, int], window: int, shift: int) -> tuple[int, int]:
+    """Swin's rule: a grid no larger than the window is one window, unshifted."""
+    if min(construction_hw) <= window:
+        return min(construction_hw), 0
+    return window, shift
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_index(window: int) -> np.ndarray:
+    """(N, N) index into the (2w-1)^2 bias table, row-major over (dy, dx)."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
+    flat = coords.reshape(2, -1)
+    rel = flat[:, :, None] - flat[:, None, :] + (window - 1)
+    return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
+
+
+def _partition(x: np.ndarray | jax.Array, window: int):
+    """(B, H, W, C) -> (B * nW, window*window, C), windows in raster order."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b * (h // window) * (w // window), window * window, c)
+
+
+def _merge(windows: jax.Array, window: int, h: int, w: int) -> jax.Array:
+    nh, nw = h // window, w // window
+    c = windows.shape[-1]
+    x = windows.reshape(-1, nh, nw, window, window, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+@functools.lru_cache(maxsize=None)
+def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
+    """(nW, N, N) additive mask: 0 within a region of the rolled grid, -100 across regions."""
+    labels = np.zeros((1, h, w, 1), np.float32)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    region = 0
+    for hs in bands:
+        for ws in bands:
+            labels[:, hs, ws, :] = region
+            region += 1
+    win = _partition(labels, window)[..., 0]  # (nW, N)
+    diff = win[:, None, :] - win[:, :, None]
+    return np.where(diff != 0, SHIFT_MASK_VALUE, 0.0).astype(np.float32)
+
+
+class WindowAttention(nn.Module):
+    dim: int
+    num_heads: int
+    window: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: np.ndarray | None) -> jax.Array:
+        n_win, n, c = x.shape
+        heads = self.num_heads
+        head_dim = c // heads
+        table = self.param(
+            "relative_position_bias_table",
+            trunc_normal_init(0.02),
+            ((2 * self.window - 1) ** 2, heads),
+        )
+        qkv = linear(3 * c, name="qkv")(x).reshape(n_win, n, 3, heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (nW, N, heads, hd)
+        q = q * head_dim**-0.5
+        logits = jnp.einsum("bnhd,bmhd->bhnm", q, k, precision=jax.lax.Precision.HIGHEST)
+        bias = table[relative_position_index(self.window).reshape(-1)]
+        logits = logits + bias.reshape(n, n, heads).transpose(2, 0, 1)[None]
+        if mask is not None:
+            m = jnp.asarray(mask)
+            logits = logits.reshape(-1, m.shape[0], heads, n, n) + m[None, :, None]
+            logits = logits.reshape(-1, heads, n, n)
+        attn = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bhnm,bmhd->bnhd", attn, v, precision=jax.lax.Precision.HIGHEST)
+        return linear(c, name="proj")(out.reshape(n_win, n, c))
+
+
+class Mlp(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        x = linear(self.hidden, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)
+        return linear(d, name="fc2")(x)
+
+
+class SwinBlock(nn.Module):
+    """x + WindowAttn(LN(x)); x + MLP(LN(x)) on a (B, H, W, C) token grid.
+
+    `window` and `shift` are the values already resolved from the construction size.
+    """
+
+    num_heads: int
+    window: int
+    shift: int
+    mlp_ratio: float = 4.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        ws, shift = self.window, self.shift
+        t = layer_norm("norm1")(x)
+        pad_h, pad_w = (-h) % ws, (-w) % ws
+        if pad_h or pad_w:
+            t = jnp.pad(t, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        hp, wp = h + pad_h, w + pad_w
+        mask = None
+        if shift > 0:
+            t = jnp.roll(t, (-shift, -shift), axis=(1, 2))
+            mask = shifted_window_mask(hp, wp, ws, shift)
+        attn = WindowAttention(c, self.num_heads, ws, name="attn")
+        t = _merge(attn(_partition(t, ws), mask), ws, hp, wp)
+        if shift > 0:
+            t = jnp.roll(t, (shift, shift), axis=(1, 2))
+        x = x + t[:, :h, :w]
+        return x + Mlp(int(c * self.mlp_ratio), name="mlp")(layer_norm("norm2")(x))
+
+
+def swin_blocks(
+    x: jax.Array,
+    depth: int,
+    num_heads: int,
+    window: int,
+    construction_hw: tuple[int, int],
+    mlp_ratio: float,
+    prefix: str = "blocks",
+    remat: bool = False,
+) -> jax.Array:
+    """Run `depth` blocks (shift 0 on even, window//2 on odd), called inside a compact module."""
+    block_cls = nn.remat(SwinBlock) if remat else SwinBlock
+    for i in range(depth):
+        ws, shift = resolve_window(construction_hw, window, 0 if i % 2 == 0 else window // 2)
+        x = block_cls(num_heads, ws, shift, mlp_ratio, name=f"{prefix}_{i}")(x)
+    return x

@@ -1,0 +1,132 @@
+"""Analysis g_a (image -> y, /16) and synthesis g_s (y -> image, x16) Swin transforms (SPEC §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from svi_jax.layers import TorchConv2d, layer_norm, linear
+from svi_jax.swin import swin_blocks
+
+
+def patch_merge(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (B, H/2, W/2, 4C) with the Swin channel order [(0,0), (1,0), (0,1), (1,1)]."""
+    return jnp.concatenate(
+        [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
+    )
+
+
+def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
+    """PyTorch PixelShuffle on NHWC: out[2h+i, 2w+j, c] = in[h, w, 4c + 2i + j] (r = 2).
+
+    This is NOT TF's depth_to_space order (which takes the channel as (i*r + j)*C_out + c).
+    """
+    b, h, w, c = x.shape
+    co = c // (r * r)
+    x = x.reshape(b, h, w, co, r, r).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h * r, w * r, co)
+
+
+class PatchMerging(nn.Module):
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = layer_norm("norm")(patch_merge(x))
+        return linear(self.out_dim, use_bias=False, name="reduction")(x)
+
+
+class PatchReverseMerging(nn.Module):
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = layer_norm("norm")(pixel_shuffle(x, 2))
+        return linear(self.out_dim, use_bias=False, name="increment")(x)
+
+
+class PatchEmbed(nn.Module):
+    embed_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = TorchConv2d(self.embed_dim, kernel_size=2, stride=2, name="proj")(x)
+        return layer_norm("norm")(x)
+
+
+def _check_divisible(h: int, w: int, factor: int, what: str) -> None:
+    if h % factor or w % factor:
+        raise ValueError(
+            f"{what} needs height and width divisible by {factor}, got {h}x{w}; "
+            "pad the image first (svi_jax.pad_to_multiple)"
+        )
+
+
+class AnalysisTransform(nn.Module):
+    """PatchEmbed (/2) -> stage 0 blocks -> [PatchMerging (/2) + blocks] x3 -> LayerNorm."""
+
+    embed_dims: Sequence[int]
+    depths: Sequence[int]
+    num_heads: Sequence[int]
+    window: int
+    construction_hw: tuple[int, int]
+    mlp_ratio: float = 4.0
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n = len(self.embed_dims)
+        _check_divisible(x.shape[1], x.shape[2], 2**n, "the analysis transform")
+        x = PatchEmbed(self.embed_dims[0], name="patch_embed")(x)
+        h0, w0 = self.construction_hw
+        for i in range(n):
+            stage_hw = (h0 // 2 ** (i + 1), w0 // 2 ** (i + 1))
+            if i > 0:
+                x = PatchMerging(self.embed_dims[i], name=f"layers_{i}_downsample")(x)
+            x = swin_blocks(
+                x,
+                self.depths[i],
+                self.num_heads[i],
+                self.window,
+                stage_hw,
+                self.mlp_ratio,
+                prefix=f"layers_{i}_blocks",
+                remat=self.remat,
+            )
+        return layer_norm("norm")(x)
+
+
+class SynthesisTransform(nn.Module):
+    """[blocks + PatchReverseMerging (x2)] x4 -> Conv 3x3 to RGB (unclamped)."""
+
+    embed_dims: Sequence[int]
+    depths: Sequence[int]
+    num_heads: Sequence[int]
+    window: int
+    construction_hw: tuple[int, int]
+    mlp_ratio: float = 4.0
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        n = len(self.embed_dims)
+        h0, w0 = self.construction_hw
+        x = y
+        for i in range(n):
+            stage_hw = (h0 // 2 ** (n - i), w0 // 2 ** (n - i))
+            x = swin_blocks(
+                x,
+                self.depths[i],
+                self.num_heads[i],
+                self.window,
+                stage_hw,
+                self.mlp_ratio,
+                prefix=f"layers_{i}_blocks",
+                remat=self.remat,
+            )
+            out_dim = self.embed_dims[i + 1] if i + 1 < n else self.embed_dims[-1]
+            x = PatchReverseMerging(out_dim, name=f"layers_{i}_upsample")(x)
+        return TorchConv2d(3, kernel_size=3, padding=1, name="outconv")(x)
