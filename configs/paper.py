@@ -1,7 +1,8 @@
 """The paper's progressive SIC configuration (official ProgSIC hyperparameters, SPEC §2 and §4).
 
 Model: about 87.2M parameters (87,211,843 with the bottleneck quantiles).
-Run:  python train.py --config configs/paper.py --workdir runs/paper --config.data.train=/path/to/images
+Run:  python train.py --config configs/paper.py --workdir runs/paper \
+        --config.data.train=/path/to/images
 Expect: ~1M steps at global batch 16 (8 devices x 2) of 256x256 crops for the paper's curves.
 """
 

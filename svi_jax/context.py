@@ -22,7 +22,7 @@ from svi_jax.layers import TorchConv2d, leaky_relu, torch_default_uniform
 CONTEXT_KERNEL = 5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def context_mask(in_channels: int, num_slices: int, kernel: int = CONTEXT_KERNEL) -> np.ndarray:
     """(k, k, C_in, 2*C_in) HWIO mask: 1 where a tap is visible.
 

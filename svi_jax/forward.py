@@ -207,9 +207,7 @@ def _distances(y_hat, details, y_dis, b, level, width):
     for m in range(num_samples):
         rows = slice(b * (m + 1), b * (m + 2))
         terms_syn.append(masked_mse(y_hat, y_dis[rows], sem, n_sem))
-        terms_smp.append(
-            masked_mse(details[b * m : b * (m + 1)], y_dis[rows], ~sem, c - n_sem)
-        )
+        terms_smp.append(masked_mse(details[b * m : b * (m + 1)], y_dis[rows], ~sem, c - n_sem))
     return {
         "synonym_distance": jnp.mean(jnp.stack(terms_syn)),
         "sample_distance": jnp.mean(jnp.stack(terms_smp)),
@@ -258,7 +256,9 @@ def test_forward(
     smp = jnp.mean(
         jnp.stack(
             [
-                masked_mse(details[b * m : b * (m + 1)], y_dis[b * m : b * (m + 1)], ~sem, c - n_sem)
+                masked_mse(
+                    details[b * m : b * (m + 1)], y_dis[b * m : b * (m + 1)], ~sem, c - n_sem
+                )
                 for m in range(num_samples)
             ]
         )

@@ -28,7 +28,9 @@ class HyperAnalysis(nn.Module):
             c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY), name="conv_2"
         )(x)
         x = leaky_relu(x)
-        return TorchConv2d(c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, 1.0), name="conv_4")(x)
+        return TorchConv2d(
+            c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, 1.0), name="conv_4"
+        )(x)
 
 
 class HyperSynthesis(nn.Module):
@@ -45,15 +47,31 @@ class HyperSynthesis(nn.Module):
         # torch's fan_out of a ConvTranspose2d weight (in, out, k, k) is in * k * k.
         c_in = z_hat.shape[-1]
         x = TorchConvTranspose2d(
-            c, 5, 2, 2, 1, kernel_init=kaiming_normal_fan_out(c_in * 25, _GAIN_LEAKY), name="deconv_0"
+            c,
+            5,
+            2,
+            2,
+            1,
+            kernel_init=kaiming_normal_fan_out(c_in * 25, _GAIN_LEAKY),
+            name="deconv_0",
         )(z_hat)
         x = jax.nn.relu(x)
         x = TorchConvTranspose2d(
-            c * 3 // 2, 5, 2, 2, 1, kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY),
+            c * 3 // 2,
+            5,
+            2,
+            2,
+            1,
+            kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY),
             name="deconv_2",
         )(x)
         x = jax.nn.relu(x)
         return TorchConvTranspose2d(
-            c * 2, 3, 1, 1, 0, kernel_init=kaiming_normal_fan_out(c * 3 // 2 * 9, 1.0),
+            c * 2,
+            3,
+            1,
+            1,
+            0,
+            kernel_init=kaiming_normal_fan_out(c * 3 // 2 * 9, 1.0),
             name="deconv_4",
         )(x)

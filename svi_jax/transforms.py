@@ -13,7 +13,7 @@ from svi_jax.swin import swin_blocks
 
 
 def patch_merge(x: jax.Array) -> jax.Array:
-    """(B, H, W, C) -> (B, H/2, W/2, 4C) with the Swin channel order [(0,0), (1,0), (0,1), (1,1)]."""
+    """(B, H, W, C) -> (B, H/2, W/2, 4C), Swin order [(0,0), (1,0), (0,1), (1,1)] (row, col)."""
     return jnp.concatenate(
         [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
     )

@@ -1,0 +1,398 @@
+"""Training and evaluation inputs: a grain loader of random crops, eval images, default photos.
+
+Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
+
+    from svi_jax import data_pipeline
+
+    if __name__ == "__main__":  # needed when num_workers > 0: workers are *spawned* and
+        with data_pipeline.make_train_loader(  # re-import the main module
+                "data/train", batch_size=16, crop_size=256, seed=0, num_workers=4) as loader:
+            batch = next(loader)  # `with` (or close()) stops the workers before exit
+            state = loader.get_state()  # bytes; `set_state(state)` on a new loader resumes
+
+* Images (see `image_io` for the 8-bit RGB conversions) are found recursively by
+  extension and sorted, so every host sees the same list. Host `i` of `n` takes every n-th
+  file starting at `i` (`shard_index`/`shard_count`, default `jax.process_index()` /
+  `jax.process_count()`); the last `len % n` files are dropped so hosts run equal epochs.
+* Each host shuffles its files with `seed` (a new order each epoch), takes one random
+  crop per image (no flips), repeats for `num_epochs` (None = forever) and batches with
+  drop_remainder, so every batch has exactly `batch_size` images. A crop depends only on
+  (seed, position in the sample stream): results do not depend on `num_workers`.
+* An image smaller than the crop is reflect-padded (split evenly before/after) up to the
+  crop size; where a reflection does not fit (a side shorter than half the padding, e.g.
+  1-pixel images) symmetric padding is used instead, which repeats edge pixels.
+* A file that fails to decode is skipped: the next file of the shard is used in its
+  place, the failure is counted (`loader.num_skipped`, `loader.skipped_files`) and a
+  warning naming the file is logged once. If no file of a shard decodes, `DataError`.
+* `get_state()`/`set_state()` give grain's JSON iterator state (works with
+  `grain.checkpoint.CheckpointHandler` for orbax). The skip count is not part of it.
+* Built-in data (re-exported from `image_io`): `write_skimage_split(root)` writes the
+  colour photos bundled with scikit-image as PNGs into root/train and root/val.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from absl import flags
+
+from svi_jax.image_io import (
+    IMAGE_EXTENSIONS,
+    SKIMAGE_PHOTOS,
+    SKIMAGE_VALIDATION_PHOTOS,
+    DataError,
+    MissingImageError,
+    PathLike,
+    eval_images,
+    list_images,
+    load_image,
+    skimage_photos,
+    to_rgb8,
+    write_skimage_photos,
+    write_skimage_split,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "MissingImageError",
+    "list_images",
+    "load_image",
+    "ImageFileSource",
+    "TrainLoader",
+    "make_train_loader",
+    "make_tfds_train_loader",
+    "pad_to_size",
+    "eval_images",
+    "SKIMAGE_PHOTOS",
+    "SKIMAGE_VALIDATION_PHOTOS",
+    "skimage_photos",
+    "write_skimage_photos",
+    "write_skimage_split",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _shard_indices(num_items: int, shard_index: int | None, shard_count: int | None) -> range:
+    """Indices of this host's items: every `shard_count`-th, equal counts on all hosts."""
+    if shard_index is None or shard_count is None:
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}/{shard_count}")
+    usable = num_items - num_items % shard_count
+    if usable == 0:
+        raise DataError(f"{num_items} images cannot be split over {shard_count} hosts")
+    return range(shard_index, usable, shard_count)
+
+
+class ImageFileSource:
+    """grain random-access source: record i is the decoded image file i (uint8 HWC RGB).
+
+    Records are dicts {"image", "skip_start", "skip_count"}: when file i does not decode,
+    files i+1, i+2, ... (cyclically) are tried and the record says which ones failed.
+    """
+
+    def __init__(self, files: Sequence[PathLike]):
+        self.files = tuple(str(f) for f in files)
+        if not self.files:
+            raise DataError("ImageFileSource needs at least one file")
+        self._bad: set[int] = set()  # per process: files known not to decode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:  # grain compares it when restoring an iterator state
+        digest = hashlib.sha1("\n".join(self.files).encode()).hexdigest()[:12]
+        return f"ImageFileSource(num_files={len(self.files)}, sha1={digest})"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        count = len(self.files)
+        for offset in range(count):
+            position = (index + offset) % count
+            if position in self._bad:
+                continue
+            try:
+                image = load_image(self.files[position])
+            except DataError:
+                self._bad.add(position)
+                continue
+            return {"image": image, "skip_start": index % count, "skip_count": offset}
+        raise DataError(f"none of the {count} images in this shard decodes, e.g. {self.files[0]}")
+
+    def check_decodable(self) -> None:
+        """Raises DataError unless at least one file decodes (usually decodes just one)."""
+        first_error = None
+        for path in self.files:
+            try:
+                load_image(path)
+                return
+            except DataError as error:
+                first_error = first_error or error
+        raise DataError(f"all {len(self.files)} image files failed to decode, e.g. {first_error}")
+
+
+class _TfdsImageSource:
+    """Selects this host's records of a TFDS data source and returns their RGB image."""
+
+    def __init__(self, source: Sequence[Any], indices: Sequence[int], image_key: str):
+        self.source, self.indices, self.image_key = source, list(indices), image_key
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:  # grain compares it when restoring an iterator state
+        return f"TfdsImageSource({self.source!r}, {self.indices[:3]}, n={len(self.indices)})"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = to_rgb8(self.source[self.indices[index]][self.image_key])
+        return {"image": image, "skip_start": 0, "skip_count": 0}
+
+
+def pad_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """Pads an HWC image so both sides are >= size: reflect, or symmetric if that cannot."""
+    height, width = image.shape[:2]
+    pads = []
+    for side in (height, width):
+        total = max(size - side, 0)
+        pads.append((total // 2, total - total // 2))
+    if not any(before or after for before, after in pads):
+        return image
+    fits = all(max(pad) <= side - 1 for pad, side in zip(pads, (height, width), strict=True))
+    return np.pad(image, [*pads, (0, 0)], mode="reflect" if fits else "symmetric")
+
+
+class _RandomCrop(grain.transforms.RandomMap):
+    """Pads small images, takes one uniformly random crop, scales to float32 [0, 1]."""
+
+    def __init__(self, crop_size: int):
+        self.crop_size = crop_size
+
+    def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = pad_to_size(record["image"], self.crop_size)
+        top = int(rng.integers(0, image.shape[0] - self.crop_size + 1))
+        left = int(rng.integers(0, image.shape[1] - self.crop_size + 1))
+        crop = image[top : top + self.crop_size, left : left + self.crop_size]
+        return {
+            "image": crop.astype(np.float32) / np.float32(255.0),
+            "skip_start": np.int32(record["skip_start"]),
+            "skip_count": np.int32(record["skip_count"]),
+        }
+
+
+class TrainLoader(Iterator[np.ndarray]):
+    """Iterator of float32 (batch, crop, crop, 3) batches with checkpointable position."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        batch_size: int,
+        crop_size: int,
+        seed: int,
+        num_epochs: int | None,
+        num_workers: int,
+        read_threads: int,
+        worker_buffer_size: int,
+    ):
+        if batch_size < 1 or crop_size < 1:
+            raise ValueError(f"batch_size and crop_size must be >= 1: {batch_size}, {crop_size}")
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32) for grain, got {seed}")
+        if num_epochs is not None and len(source) * num_epochs < batch_size:
+            raise DataError(
+                f"{len(source)} images x {num_epochs} epochs cannot fill one batch of {batch_size}"
+            )
+        if not flags.FLAGS.is_parsed():  # grain (workers) reads absl flags; allow no app.run
+            flags.FLAGS.mark_as_parsed()
+        self.source = source
+        self.batch_size, self.crop_size = batch_size, crop_size
+        self._skipped: dict[int, str] = {}  # source index -> file, in order of discovery
+        sampler = grain.samplers.IndexSampler(
+            num_records=len(source),
+            shard_options=grain.sharding.NoSharding(),  # sharded above, per host
+            shuffle=True,
+            num_epochs=num_epochs,
+            seed=seed,
+        )
+        self._loader = grain.DataLoader(
+            data_source=source,
+            sampler=sampler,
+            operations=[_RandomCrop(crop_size), grain.transforms.Batch(batch_size, True)],
+            worker_count=num_workers,
+            worker_buffer_size=worker_buffer_size,
+            shard_options=grain.sharding.NoSharding(),
+            # Records are full decoded images: keep the read-ahead buffer small.
+            read_options=grain.ReadOptions(
+                num_threads=read_threads, prefetch_buffer_size=max(2 * read_threads, 1)
+            ),
+        )
+        self._iterator = iter(self._loader)
+
+    @property
+    def num_images(self) -> int:
+        """Images (records) in this host's shard."""
+        return len(self.source)
+
+    @property
+    def num_skipped(self) -> int:
+        """Distinct files skipped so far because they failed to decode."""
+        return len(self._skipped)
+
+    @property
+    def skipped_files(self) -> tuple[str, ...]:
+        return tuple(self._skipped.values())
+
+    def __iter__(self) -> TrainLoader:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._iterator is None:
+            raise ValueError("this TrainLoader is closed")
+        batch = next(self._iterator)
+        for start, count in zip(batch["skip_start"], batch["skip_count"], strict=True):
+            for offset in range(int(count)):
+                self._note_skip((int(start) + offset) % len(self.source))
+        image = batch["image"]  # from workers: a view of shared memory; copy to release it
+        return np.asarray(image) if type(image) is np.ndarray else np.array(image)
+
+    def _note_skip(self, index: int) -> None:
+        if index in self._skipped:
+            return
+        path = self.source.files[index]
+        self._skipped[index] = path
+        try:  # repeat the decode here, in the main process, to report the reason once
+            load_image(path)
+            reason = "it decoded on a second attempt (transient read error?)"
+        except DataError as error:
+            reason = str(error)
+        logger.warning(
+            "skipping image %s (%d skipped so far): %s", path, len(self._skipped), reason
+        )
+
+    def get_state(self) -> bytes:
+        """Position in the sample stream (JSON bytes); restore with `set_state`."""
+        return self._iterator.get_state()
+
+    def set_state(self, state: bytes) -> None:
+        """Continues from `state`; the loader must be built with the same files and seed."""
+        self._iterator.set_state(state)
+
+    def close(self) -> None:
+        """Stops workers and prefetch threads now, not in teardown (noisy with workers)."""
+        iterator, self._iterator = self._iterator, None
+        inner = getattr(iterator, "_iterator", None)
+        if hasattr(inner, "close"):
+            inner.close()
+
+    def __enter__(self) -> TrainLoader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def make_train_loader(
+    path: PathLike | Sequence[PathLike],
+    *,
+    batch_size: int,
+    crop_size: int = 256,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    num_workers: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    read_threads: int = 4,
+    worker_buffer_size: int = 2,
+) -> TrainLoader:
+    """Random-crop training batches from an image folder (recursive) or a list of files.
+
+    Args:
+      path: folder searched recursively for IMAGE_EXTENSIONS, one image file, or a list
+        of image files (used in the given order before sharding).
+      batch_size: images per batch on this host.
+      crop_size: side of the square crops.
+      seed: shuffling and cropping seed, in [0, 2**32).
+      num_epochs: passes over the shard; None repeats forever.
+      num_workers: grain worker processes; 0 decodes in this process (with
+        `read_threads` threads). Workers need an `if __name__ == "__main__":` guard.
+      shard_index, shard_count: this host's shard; default jax.process_index() and
+        jax.process_count() (multi-host: call jax.distributed.initialize() first).
+      read_threads: decoding threads per process.
+      worker_buffer_size: batches each worker prepares ahead.
+
+    Raises:
+      DataError: no usable image (the message names the path and the extensions), fewer
+        images than hosts, or no image of this host's shard decodes.
+    """
+    if isinstance(path, str | os.PathLike):
+        files = list_images(path)
+    else:
+        files = [Path(p) for p in path]
+        if not files:
+            raise DataError("make_train_loader got an empty list of image files")
+    shard = _shard_indices(len(files), shard_index, shard_count)
+    source = ImageFileSource([files[i] for i in shard])
+    source.check_decodable()
+    return TrainLoader(
+        source,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        seed=seed,
+        num_epochs=num_epochs,
+        num_workers=num_workers,
+        read_threads=read_threads,
+        worker_buffer_size=worker_buffer_size,
+    )
+
+
+def make_tfds_train_loader(
+    name: str,
+    *,
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    image_key: str = "image",
+    batch_size: int,
+    crop_size: int = 256,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    num_workers: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    read_threads: int = 4,
+    worker_buffer_size: int = 2,
+) -> TrainLoader:
+    """Like `make_train_loader`, reading a TFDS dataset already prepared as array_record.
+
+    Uses `tfds.data_source(name, split=split, data_dir=data_dir, download=False)`; no
+    TensorFlow is needed to read (images decode with Pillow). Prepare the dataset first,
+    e.g. `tfds build div2k --file_format=array_record` (preparing may need TensorFlow).
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            "TFDS datasets need tensorflow-datasets: pip install tensorflow-datasets==4.9.10 "
+            "(TensorFlow itself is not required to read prepared array_record data)"
+        ) from error
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    shard = _shard_indices(len(source), shard_index, shard_count)
+    return TrainLoader(
+        _TfdsImageSource(source, shard, image_key),
+        batch_size=batch_size,
+        crop_size=crop_size,
+        seed=seed,
+        num_epochs=num_epochs,
+        num_workers=num_workers,
+        read_threads=read_threads,
+        worker_buffer_size=worker_buffer_size,
+    )

@@ -1,0 +1,251 @@
+"""Reading image files into 8-bit RGB arrays, with errors that name the file.
+
+Every image that enters training or evaluation goes through `to_rgb8`, so the codec only
+ever sees `uint8` arrays of shape (H, W, 3):
+
+* grayscale (L, 1-bit) is replicated to three channels;
+* palette images (P, PA) are expanded through their palette;
+* alpha channels (RGBA, LA, PA) are dropped, keeping the stored colour (no compositing);
+* 16-bit images (Pillow modes I;16* and I, uint16 arrays) are rounded to 8 bits
+  (value / 257); floating point images are read as [0, 1] data; other integer arrays must
+  already hold 0..255;
+* CMYK, YCbCr, LAB and HSV images are converted by Pillow;
+* animated files (WebP) contribute their first frame only;
+* EXIF orientation is NOT applied: pixels are used as stored, like most codec benchmarks.
+
+Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive).
+
+Built-in data: `SKIMAGE_PHOTOS`, colour photos bundled with scikit-image (no download);
+`write_skimage_split(root)` writes them as PNGs into root/train and root/val so they go
+through the same folder loader as any dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Extensions that `list_images` picks up (compared lower-case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+PathLike = str | os.PathLike
+
+
+class DataError(ValueError):
+    """A dataset path, file or image that cannot be used; the message names it."""
+
+
+class MissingImageError(DataError, FileNotFoundError):
+    """An image path that does not exist (also a `FileNotFoundError`)."""
+
+
+def _extensions_text() -> str:
+    return ", ".join(IMAGE_EXTENSIONS) + " (case-insensitive)"
+
+
+def is_image_path(path: PathLike) -> bool:
+    """True when the file name has one of `IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(path: PathLike) -> list[Path]:
+    """All image files under `path`, searched recursively, in a deterministic order.
+
+    The order is the sorted POSIX form of each path relative to `path`, so every host of a
+    multi-host job gets the same list. Hidden files and folders (name starting with ".",
+    e.g. macOS "._x.jpg" resource forks) are ignored; symlinked folders are not followed.
+    A `path` that is itself an image file gives a one-element list.
+
+    Raises:
+      DataError: `path` does not exist, or holds no file with an accepted extension.
+    """
+    root = Path(path)
+    if root.is_file():
+        if is_image_path(root):
+            return [root]
+        raise DataError(
+            f"{root} is not an image file: accepted extensions are {_extensions_text()}"
+        )
+    if not root.is_dir():
+        raise DataError(f"image path {root} does not exist")
+    found: list[tuple[str, Path]] = []
+    others: list[str] = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [s for s in subfolders if not s.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            full = Path(folder) / name
+            relative = full.relative_to(root).as_posix()
+            if is_image_path(name):
+                found.append((relative, full))
+            else:
+                others.append(relative)
+    if not found:
+        detail = ""
+        if others:
+            examples = ", ".join(sorted(others)[:3])
+            detail = f"; it holds {len(others)} other file(s), e.g. {examples}"
+        raise DataError(
+            f"no images found under {root} (searched recursively for {_extensions_text()}){detail}"
+        )
+    found.sort(key=lambda item: item[0])
+    return [full for _, full in found]
+
+
+def to_rgb8(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Converts a Pillow image or an HW/HWC array to a contiguous uint8 (H, W, 3) array."""
+    if isinstance(image, Image.Image):
+        array = _pil_to_array(image)
+    else:
+        array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise DataError(f"expected an HW or HWC image with 1-4 channels, got {array.shape}")
+    array = _to_uint8(array)
+    if array.shape[2] in (1, 2):  # gray or gray + alpha
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("RGB", "L"):
+        return np.asarray(image)
+    if mode in ("RGBA", "RGBa", "RGBX", "LA", "La"):
+        return np.asarray(image)[..., : 3 if mode[0] == "R" else 1]
+    if mode.startswith("I;16") or mode == "I":  # 16-bit data; "I" holds it in int32
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if mode == "F":
+        return np.asarray(image)  # read as [0, 1] data by _to_uint8
+    # P, PA, 1, CMYK, YCbCr, LAB, HSV, ...
+    return np.asarray(image.convert("RGB"))
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(array.dtype, np.floating):
+        scaled = np.nan_to_num(array.astype(np.float32)) * 255.0
+        return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DataError(
+                f"{array.dtype} image values span {array.min()}..{array.max()}; "
+                "only uint16 arrays are rescaled, other integers must hold 0..255"
+            )
+        return array.astype(np.uint8)
+    raise DataError(f"unsupported image dtype {array.dtype}")
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Reads an image file as uint8 (H, W, 3) RGB (conversions: see module docstring).
+
+    Raises:
+      MissingImageError: the file does not exist (a `DataError` and `FileNotFoundError`).
+      DataError: the file is not a decodable image (truncated, corrupt, wrong format);
+        the message names the file and the decoder's complaint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not an image file" if path.is_dir() else "does not exist"
+        raise MissingImageError(f"image file {path} {what}")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so truncated data fails here and not later
+            return to_rgb8(image)
+    except DataError as error:
+        raise DataError(f"cannot use image {path}: {error}") from error
+    except MemoryError:
+        raise
+    except Exception as error:  # decoders raise many types on corrupt bytes
+        raise DataError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
+
+
+def save_png(path: PathLike, image: np.ndarray) -> Path:
+    """Writes a uint8 HWC (or HW) array as a lossless PNG, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(to_rgb8(image)).save(temporary, format="PNG")
+    os.replace(temporary, path)
+    return path
+
+
+def eval_images(path: PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (name relative to `path`, uint8 HWC RGB) for every image, in sorted order."""
+    root = Path(path)
+    for file in list_images(root):
+        name = file.name if root.is_file() else file.relative_to(root).as_posix()
+        yield name, load_image(file)
+
+
+def _skimage_loader(function: str, item: int | None = None) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        result = getattr(skimage.data, function)()
+        return result if item is None else result[item]
+
+    return load
+
+
+# Natural colour photographs shipped inside the scikit-image wheel (no pooch download;
+# checked offline with scikit-image 0.26.0). Left out: 'retina' and
+# 'immunohistochemistry' (medical/microscopy, not photos), grayscale and synthetic images,
+# and 'cat' (the same picture as 'chelsea').
+SKIMAGE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage_loader("astronaut"),  # 512x512
+    "chelsea": _skimage_loader("chelsea"),  # 300x451
+    "coffee": _skimage_loader("coffee"),  # 400x600
+    "hubble_deep_field": _skimage_loader("hubble_deep_field"),  # 872x1000
+    "motorcycle": _skimage_loader("stereo_motorcycle", 0),  # 500x741, left view
+    "rocket": _skimage_loader("rocket"),  # 427x640
+}
+# Held out by `write_skimage_split` for validation; the rest are for training.
+SKIMAGE_VALIDATION_PHOTOS = ("astronaut",)
+
+
+def skimage_photos(names: Sequence[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """[(name, uint8 HWC RGB)] for `names` (default: all of SKIMAGE_PHOTOS, sorted)."""
+    names = sorted(SKIMAGE_PHOTOS) if names is None else list(names)
+    unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
+    if unknown:
+        raise DataError(f"unknown skimage photo(s) {unknown}; known: {sorted(SKIMAGE_PHOTOS)}")
+    photos = []
+    for name in names:
+        try:
+            photos.append((name, to_rgb8(SKIMAGE_PHOTOS[name]())))
+        except Exception as error:  # e.g. a scikit-image version that downloads it
+            raise DataError(f"scikit-image photo {name!r} is unavailable: {error}") from error
+    return photos
+
+
+def write_skimage_photos(folder: PathLike, names: Sequence[str] | None = None) -> list[Path]:
+    """Writes the photos as lossless `<folder>/<name>.png`; returns the paths."""
+    return [save_png(Path(folder) / f"{n}.png", image) for n, image in skimage_photos(names)]
+
+
+def write_skimage_split(
+    root: PathLike, validation: Sequence[str] = SKIMAGE_VALIDATION_PHOTOS
+) -> tuple[Path, Path]:
+    """Writes root/train (all photos but `validation`) and root/val; returns both folders."""
+    root = Path(root)
+    unknown = sorted(set(validation) - set(SKIMAGE_PHOTOS))
+    if unknown:
+        raise DataError(f"unknown skimage photo(s) {unknown}; known: {sorted(SKIMAGE_PHOTOS)}")
+    train = [n for n in sorted(SKIMAGE_PHOTOS) if n not in validation]
+    if not train or not validation:
+        raise DataError("the split needs at least one training and one validation photo")
+    write_skimage_photos(root / "train", train)
+    write_skimage_photos(root / "val", list(validation))
+    return root / "train", root / "val"

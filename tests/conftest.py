@@ -1,0 +1,29 @@
+"""Shared fixtures: the official reference data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # configs/ is a top-level package of the repo
+    sys.path.insert(0, str(ROOT))
+
+
+def reference_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("SVI_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_set():
+    """(npz, README text) of the official ProgSIC reference set A."""
+    path = reference_dir() / "sic_small_A.npz"
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path} (set SVI_REFERENCE_DIR)")
+    readme = reference_dir() / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    return np.load(path), text
