@@ -1,0 +1,112 @@
+"""Exported models: the one on-disk format every inference tool (codec, eval) reads.
+
+An export is a directory holding `config.json` (the full ml_collections config as JSON),
+`params.msgpack` (flax.serialization of the params pytree) and `export.json` (format version,
+parameter hash, provenance). train.py writes one to `<workdir>/export`; an imported official
+checkpoint can be exported the same way. The parameter hash identifies the model in codec
+bitstreams, so decoding with another model fails loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+
+from svi_jax.model import build_model, init_params
+
+EXPORT_FORMAT_VERSION = 1
+EXPORT_SUBDIR = "export"
+
+
+class ExportError(ValueError):
+    """The path is not a usable exported model."""
+
+
+def params_hash(params: dict, config: ml_collections.ConfigDict | None = None) -> str:
+    """sha256 over the model config and every parameter (path, dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    if config is not None:
+        h.update(json.dumps(config.model.to_dict(), sort_keys=True, default=list).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_exported_model(
+    directory: str | os.PathLike, config: ml_collections.ConfigDict, params: dict, **provenance
+) -> pathlib.Path:
+    """Write an export atomically (temp dir + rename); returns the directory."""
+    target = pathlib.Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    params = jax.tree_util.tree_map(np.asarray, params)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    (tmp / "config.json").write_text(config.to_json(indent=2))
+    (tmp / "params.msgpack").write_bytes(flax.serialization.to_bytes(params))
+    meta = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "params_hash": params_hash(params, config),
+        **provenance,
+    }
+    (tmp / "export.json").write_text(json.dumps(meta, indent=2))
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        target.rename(old)
+        tmp.rename(target)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        tmp.rename(target)
+    return target
+
+
+def resolve_export_dir(path: str | os.PathLike) -> pathlib.Path:
+    """Accept an export directory or a train.py workdir (which holds `export/`)."""
+    p = pathlib.Path(path)
+    if (p / "export.json").exists():
+        return p
+    if (p / EXPORT_SUBDIR / "export.json").exists():
+        return p / EXPORT_SUBDIR
+    if not p.exists():
+        raise ExportError(f"checkpoint not found: {p}")
+    raise ExportError(
+        f"{p} holds no exported model (expected {p}/export.json or {p}/{EXPORT_SUBDIR}/); "
+        "train one with `python train.py` or import an official checkpoint"
+    )
+
+
+def load_exported_model(path: str | os.PathLike):
+    """-> (config, params, params_hash). Verifies format version and the parameter hash."""
+    d = resolve_export_dir(path)
+    try:
+        meta = json.loads((d / "export.json").read_text())
+        config = ml_collections.ConfigDict(json.loads((d / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"unreadable export in {d}: {e}") from e
+    version = meta.get("format_version")
+    if version != EXPORT_FORMAT_VERSION:
+        raise ExportError(
+            f"{d} has export format {version}; this svi_jax reads {EXPORT_FORMAT_VERSION}"
+        )
+    model = build_model(config.model)
+    template = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
+    try:
+        params = flax.serialization.from_bytes(template, (d / "params.msgpack").read_bytes())
+    except Exception as e:  # msgpack/flax raise assorted types on corrupt or foreign data
+        raise ExportError(f"params in {d} do not fit its config: {e}") from e
+    digest = params_hash(params, config)
+    if digest != meta.get("params_hash"):
+        raise ExportError(f"parameter hash mismatch in {d}: the export is corrupt")
+    return config, params, digest
