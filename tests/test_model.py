@@ -106,22 +106,24 @@ def test_gaussian_likelihood_matches_scipy():
     np.testing.assert_allclose(ours, exact, rtol=2e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("hw", [(64, 64), (48, 80), (30, 21), (128, 192), (70, 130)])
-def test_shapes_and_finiteness_on_any_size(tiny_model, hw):
+def test_shapes_and_finiteness_on_any_size(tiny_model):
+    """Square, non-square, below 64 and not-multiple-of-64 sizes (one jit, cached by shape)."""
     cfg, model, params = tiny_model
-    x = jax.random.uniform(jax.random.PRNGKey(5), (1, *hw, 3))
-    padded, orig = svi_jax.pad_to_multiple(x)
-    assert padded.shape[1] % 64 == 0 and padded.shape[2] % 64 == 0
-    noise = svi_jax.draw_train_noise(model, jax.random.PRNGKey(6), padded.shape, 2)
     forward = jax.jit(lambda p, x, n: svi_jax.train_forward(model, p, x, jnp.int32(3), n))
-    out = forward(params, padded, noise)
-    lh, lw = padded.shape[1] // 16, padded.shape[2] // 16
-    assert out["latents"].y.shape == (1, lh, lw, model.latent_channels)
-    assert out["latents"].z.shape == (1, lh // 4, lw // 4, model.hyper_channels)
-    assert out["x_hat_samples"].shape == (2, *padded.shape[1:])
-    assert svi_jax.crop_to(out["x_hat_syn"], orig).shape == (1, *hw, 3)
-    for leaf in jax.tree_util.tree_leaves(out):
-        assert np.all(np.isfinite(np.asarray(leaf)))
+    for hw in [(64, 64), (30, 21), (48, 80), (70, 130), (128, 192)]:
+        x = jax.random.uniform(jax.random.PRNGKey(5), (1, *hw, 3))
+        padded, orig = svi_jax.pad_to_multiple(x)
+        assert padded.shape[1] % 64 == 0 and padded.shape[2] % 64 == 0
+        assert padded.shape[1] - hw[0] < 64 and padded.shape[2] - hw[1] < 64
+        noise = svi_jax.draw_train_noise(model, jax.random.PRNGKey(6), padded.shape, 2)
+        out = forward(params, padded, noise)
+        lh, lw = padded.shape[1] // 16, padded.shape[2] // 16
+        assert out["latents"].y.shape == (1, lh, lw, model.latent_channels)
+        assert out["latents"].z.shape == (1, lh // 4, lw // 4, model.hyper_channels)
+        assert out["x_hat_samples"].shape == (2, *padded.shape[1:])
+        assert svi_jax.crop_to(out["x_hat_syn"], orig).shape == (1, *hw, 3)
+        for leaf in jax.tree_util.tree_leaves(out):
+            assert np.all(np.isfinite(np.asarray(leaf))), hw
 
 
 def test_unpadded_size_is_a_clear_error(tiny_model):
@@ -177,7 +179,10 @@ def test_import_reports_missing_extra_and_misshaped_keys(tiny_model):
     _, model, params = tiny_model
     state = svi_jax.export_official_state_dict(params)
     roundtrip = svi_jax.import_official_state_dict(model, state)
-    for a, b in zip(jax.tree_util.tree_leaves(roundtrip), jax.tree_util.tree_leaves(params)):
+    leaves = zip(
+        jax.tree_util.tree_leaves(roundtrip), jax.tree_util.tree_leaves(params), strict=True
+    )
+    for a, b in leaves:
         np.testing.assert_array_equal(a, b)
 
     missing = dict(state)
