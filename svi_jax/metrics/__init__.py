@@ -20,8 +20,8 @@ from svi_jax.metrics.fid_kid import (
     patch_features,
     polynomial_mmd2_unbiased,
 )
-from svi_jax.metrics.psnr import mse, psnr, to_uint8_grid
-from svi_jax.metrics.ssim import (
+from svi_jax.metrics.pixelwise import mse, psnr, to_uint8_grid
+from svi_jax.metrics.structural import (
     MS_SSIM_VARIANTS,
     MS_SSIM_WEIGHTS,
     SSIM_DEFINITIONS,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from svi_jax.metrics.psnr import check_image_pair
+from svi_jax.metrics.pixelwise import check_image_pair
 
 Array = jax.Array
 Params = dict

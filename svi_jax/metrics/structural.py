@@ -43,9 +43,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from svi_jax.metrics.psnr import check_image_pair, mean_per_image
+from svi_jax.metrics.pixelwise import check_image_pair, mean_per_image
 
 Array = jax.Array
 
@@ -56,10 +55,11 @@ MS_SSIM_VARIANTS = ("neuralcompression", "pytorch_msssim", "torchmetrics")
 
 
 def gaussian_window_1d(win_size: int, sigma: float, dtype: np.dtype | type) -> np.ndarray:
-    """Normalised 1-D Gaussian taps, computed *in* `dtype` (host-side numpy).
+    """Normalised 1-D Gaussian taps in `dtype`, as a reference built in that dtype gets them.
 
     The reference implementations differ in the precision they build the window in, and the
-    difference is visible at the 1e-6 level, so the caller picks it explicitly.
+    difference is visible at the 1e-6 level, so the caller picks it explicitly. Host-side
+    numpy: the window is a compile-time constant.
     """
     if win_size <= 0 or win_size % 2 == 0:
         raise ValueError(f"win_size must be a positive odd integer, got {win_size}")
@@ -87,24 +87,23 @@ def _window_for(kind: str, win_size: int, sigma: float, dtype: jnp.dtype) -> np.
 
 
 def _depthwise_filter(images: Array, taps: np.ndarray) -> Array:
-    """Separable 'valid' Gaussian filtering of every channel of an NHWC batch independently."""
-    channels = images.shape[-1]
+    """Separable 'valid' Gaussian filtering of every channel of an NHWC batch independently.
+
+    Written as a sum of shifted slices rather than a grouped convolution: XLA fuses it into
+    one elementwise loop per direction, which is ~10x faster on CPU than a depthwise conv,
+    and plain multiply-adds never drop to TF32 on GPU.
+    """
     size = taps.shape[0]
-    taps = jnp.asarray(taps, images.dtype)
-    dims = ("NHWC", "HWIO", "NHWC")
-    # HIGHEST: on GPU, float32 convolutions may otherwise run in TF32 (10-bit mantissa),
-    # which costs ~1e-4 in SSIM — more than the reference tolerance.
-    conv = functools.partial(
-        lax.conv_general_dilated,
-        window_strides=(1, 1),
-        padding="VALID",
-        dimension_numbers=dims,
-        feature_group_count=channels,
-        precision=lax.Precision.HIGHEST,
-    )
-    vertical = jnp.tile(taps.reshape(size, 1, 1, 1), (1, 1, 1, channels))
-    horizontal = jnp.tile(taps.reshape(1, size, 1, 1), (1, 1, 1, channels))
-    return conv(conv(images, vertical), horizontal)
+    out_h = images.shape[1] - size + 1
+    out_w = images.shape[2] - size + 1
+    weights = [jnp.asarray(t, images.dtype) for t in taps]
+    rows = weights[0] * images[:, 0:out_h]
+    for k in range(1, size):
+        rows = rows + weights[k] * images[:, k : k + out_h]
+    out = weights[0] * rows[:, :, 0:out_w]
+    for k in range(1, size):
+        out = out + weights[k] * rows[:, :, k : k + out_w]
+    return out
 
 
 def _ssim_and_cs_maps(
@@ -112,7 +111,7 @@ def _ssim_and_cs_maps(
 ) -> tuple[Array, Array]:
     """Per-pixel SSIM and contrast-structure maps (valid region of whatever x, y are)."""
     n = x.shape[0]
-    # One filtering pass over all five moments keeps a single convolution per shape.
+    # Filtering the five moments as one stacked batch keeps the compiled graph small.
     moments = _depthwise_filter(jnp.concatenate([x, y, x * x, y * y, x * y], axis=0), taps)
     mu_x, mu_y, e_xx, e_yy, e_xy = (moments[i * n : (i + 1) * n] for i in range(5))
     var_x = e_xx - mu_x * mu_x
