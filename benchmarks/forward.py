@@ -35,10 +35,13 @@ def main() -> None:
     ap.add_argument("--level", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3, help="timed steady-state steps")
     ap.add_argument("--remat", action="store_true", help="rematerialise Swin blocks")
+    ap.add_argument("--chunk", type=int, default=0, help="attention windows per chunk (0: all)")
+    ap.add_argument("--compile-only", action="store_true", help="report XLA's memory estimate only")
     args = ap.parse_args()
 
     cfg = importlib.import_module(f"configs.{args.config}").get_config()
     cfg.model.remat = args.remat
+    cfg.model.attention_chunk_windows = args.chunk
     model = svi_jax.build_model(cfg.model)
     params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
     lpips_params = load_lpips_params("alex")
@@ -55,7 +58,10 @@ def main() -> None:
     compiled = step.lower(params, level).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    jax.block_until_ready(compiled(params, level))  # warm-up
+    if args.compile_only:
+        args.steps = 0
+    else:
+        jax.block_until_ready(compiled(params, level))  # warm-up
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -64,9 +70,13 @@ def main() -> None:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
     print(f"config={args.config} params={n_params / 1e6:.2f}M device={jax.devices()[0]}")
-    print(f"batch={args.batch} size={args.size} M={args.samples} remat={args.remat}")
+    print(
+        f"batch={args.batch} size={args.size} M={args.samples} remat={args.remat} "
+        f"attention_chunk_windows={args.chunk}"
+    )
     print(f"compile_s={compile_s:.1f}")
-    print(f"step_s_median={sorted(times)[len(times) // 2]:.3f} (min {min(times):.3f})")
+    if times:
+        print(f"step_s_median={sorted(times)[len(times) // 2]:.3f} (min {min(times):.3f})")
     if mem is not None:
         gib = 2**30
         print(

@@ -38,6 +38,7 @@ class ProgressiveSIC(nn.Module):
     construction_hw: tuple[int, int] = (256, 256)
     bottleneck_filters: Sequence[int] = (3, 3, 3, 3)
     remat: bool = False
+    attention_chunk_windows: int = 0
 
     @property
     def slice_width(self) -> int:
@@ -58,6 +59,7 @@ class ProgressiveSIC(nn.Module):
             self.construction_hw,
             self.mlp_ratio,
             self.remat,
+            self.attention_chunk_windows,
         )
         self.gs = SynthesisTransform(
             self.synthesis_dims,
@@ -67,6 +69,7 @@ class ProgressiveSIC(nn.Module):
             self.construction_hw,
             self.mlp_ratio,
             self.remat,
+            self.attention_chunk_windows,
         )
         self.ha = HyperAnalysis(self.hyper_channels)
         self.hs = HyperSynthesis(self.latent_channels)
@@ -142,6 +145,7 @@ def build_model(model_config: ml_collections.ConfigDict) -> ProgressiveSIC:
         construction_hw=as_pair(tuple(m.construction_size)),
         bottleneck_filters=tuple(m.bottleneck_filters),
         remat=m.get("remat", False),
+        attention_chunk_windows=m.get("attention_chunk_windows", 0),
     )
 
 

@@ -55,8 +55,9 @@ def _merge(windows: jax.Array, window: int, h: int, w: int) -> jax.Array:
 
 
 @functools.cache
-def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
-    """(nW, N, N) additive mask: 0 within a region of the rolled grid, -100 across regions."""
+def shifted_window_regions(h: int, w: int, window: int, shift: int) -> np.ndarray:
+    """(nW, N) region label of each token of the rolled grid; tokens of different regions
+    must not attend to each other (the official mask adds -100 to those logits)."""
     labels = np.zeros((1, h, w, 1), np.float32)
     bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     region = 0
@@ -64,18 +65,42 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
         for ws in bands:
             labels[:, hs, ws, :] = region
             region += 1
-    win = _partition(labels, window)[..., 0]  # (nW, N)
-    diff = win[:, None, :] - win[:, :, None]
-    return np.where(diff != 0, SHIFT_MASK_VALUE, 0.0).astype(np.float32)
+    return _partition(labels, window)[..., 0]
+
+
+def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
+    """(nW, N, N) additive mask: 0 within a region of the rolled grid, -100 across regions."""
+    win = shifted_window_regions(h, w, window, shift)
+    return np.where(win[:, None, :] != win[:, :, None], SHIFT_MASK_VALUE, 0.0).astype(np.float32)
+
+
+def _attend(q, k, v, bias, regions):
+    """Softmax attention of a group of windows. q, k, v: (G, N, heads, hd); regions: (G, N)."""
+    logits = jnp.einsum("gnhd,gmhd->ghnm", q, k, precision=jax.lax.Precision.HIGHEST)
+    logits = logits + bias[None]
+    if regions is not None:
+        cross = regions[:, None, :, None] != regions[:, None, None, :]
+        logits = logits + jnp.where(cross, SHIFT_MASK_VALUE, 0.0)
+    attn = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("ghnm,gmhd->gnhd", attn, v, precision=jax.lax.Precision.HIGHEST)
 
 
 class WindowAttention(nn.Module):
+    """Multi-head attention inside each window, with the relative position bias.
+
+    `chunk_windows` > 0 evaluates the (heads, N, N) logits that many windows at a time under
+    jax.checkpoint: at high resolution those logits are the largest tensors of the model
+    (16 heads x 64 x 64 per window), and chunking bounds both the forward live set and what
+    backprop keeps. Same arithmetic per window; only memory and scheduling change.
+    """
+
     dim: int
     num_heads: int
     window: int
+    chunk_windows: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: np.ndarray | None) -> jax.Array:
+    def __call__(self, x: jax.Array, regions: np.ndarray | None) -> jax.Array:
         n_win, n, c = x.shape
         heads = self.num_heads
         head_dim = c // heads
@@ -85,17 +110,23 @@ class WindowAttention(nn.Module):
             ((2 * self.window - 1) ** 2, heads),
         )
         qkv = linear(3 * c, name="qkv")(x).reshape(n_win, n, 3, heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (nW, N, heads, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B*nW, N, heads, hd)
         q = q * head_dim**-0.5
-        logits = jnp.einsum("bnhd,bmhd->bhnm", q, k, precision=jax.lax.Precision.HIGHEST)
         bias = table[relative_position_index(self.window).reshape(-1)]
-        logits = logits + bias.reshape(n, n, heads).transpose(2, 0, 1)[None]
-        if mask is not None:
-            m = jnp.asarray(mask)
-            logits = logits.reshape(-1, m.shape[0], heads, n, n) + m[None, :, None]
-            logits = logits.reshape(-1, heads, n, n)
-        attn = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhnm,bmhd->bnhd", attn, v, precision=jax.lax.Precision.HIGHEST)
+        bias = bias.reshape(n, n, heads).transpose(2, 0, 1)
+        reg = None
+        if regions is not None:  # (nW, N) per image -> (B*nW, N); windows are image-major
+            reg = jnp.tile(jnp.asarray(regions), (n_win // regions.shape[0], 1))
+        if self.chunk_windows and n_win > self.chunk_windows:
+            # lax.map vmaps `one` over chunks of windows and scans over the chunks
+            def one(a):
+                r = None if reg is None else a[3][None]
+                return _attend(a[0][None], a[1][None], a[2][None], bias, r)[0]
+
+            xs = (q, k, v) if reg is None else (q, k, v, reg)
+            out = jax.lax.map(jax.checkpoint(one), xs, batch_size=self.chunk_windows)
+        else:
+            out = _attend(q, k, v, bias, reg)
         return linear(c, name="proj")(out.reshape(n_win, n, c))
 
 
@@ -120,6 +151,7 @@ class SwinBlock(nn.Module):
     window: int
     shift: int
     mlp_ratio: float = 4.0
+    chunk_windows: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,12 +162,12 @@ class SwinBlock(nn.Module):
         if pad_h or pad_w:
             t = jnp.pad(t, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
         hp, wp = h + pad_h, w + pad_w
-        mask = None
+        regions = None
         if shift > 0:
             t = jnp.roll(t, (-shift, -shift), axis=(1, 2))
-            mask = shifted_window_mask(hp, wp, ws, shift)
-        attn = WindowAttention(c, self.num_heads, ws, name="attn")
-        t = _merge(attn(_partition(t, ws), mask), ws, hp, wp)
+            regions = shifted_window_regions(hp, wp, ws, shift)
+        attn = WindowAttention(c, self.num_heads, ws, self.chunk_windows, name="attn")
+        t = _merge(attn(_partition(t, ws), regions), ws, hp, wp)
         if shift > 0:
             t = jnp.roll(t, (shift, shift), axis=(1, 2))
         x = x + t[:, :h, :w]
@@ -151,10 +183,11 @@ def swin_blocks(
     mlp_ratio: float,
     prefix: str = "blocks",
     remat: bool = False,
+    chunk_windows: int = 0,
 ) -> jax.Array:
     """Run `depth` blocks (shift 0 on even, window//2 on odd), called inside a compact module."""
     block_cls = nn.remat(SwinBlock) if remat else SwinBlock
     for i in range(depth):
         ws, shift = resolve_window(construction_hw, window, 0 if i % 2 == 0 else window // 2)
-        x = block_cls(num_heads, ws, shift, mlp_ratio, name=f"{prefix}_{i}")(x)
+        x = block_cls(num_heads, ws, shift, mlp_ratio, chunk_windows, name=f"{prefix}_{i}")(x)
     return x

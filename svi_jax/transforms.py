@@ -75,6 +75,7 @@ class AnalysisTransform(nn.Module):
     construction_hw: tuple[int, int]
     mlp_ratio: float = 4.0
     remat: bool = False
+    chunk_windows: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -95,6 +96,7 @@ class AnalysisTransform(nn.Module):
                 self.mlp_ratio,
                 prefix=f"layers_{i}_blocks",
                 remat=self.remat,
+                chunk_windows=self.chunk_windows,
             )
         return layer_norm("norm")(x)
 
@@ -109,6 +111,7 @@ class SynthesisTransform(nn.Module):
     construction_hw: tuple[int, int]
     mlp_ratio: float = 4.0
     remat: bool = False
+    chunk_windows: int = 0
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
@@ -126,6 +129,7 @@ class SynthesisTransform(nn.Module):
                 self.mlp_ratio,
                 prefix=f"layers_{i}_blocks",
                 remat=self.remat,
+                chunk_windows=self.chunk_windows,
             )
             out_dim = self.embed_dims[i + 1] if i + 1 < n else self.embed_dims[-1]
             x = PatchReverseMerging(out_dim, name=f"layers_{i}_upsample")(x)

@@ -208,3 +208,20 @@ def test_pixel_shuffle_uses_pytorch_order():
         for i in range(2):
             for j in range(2):
                 np.testing.assert_array_equal(y[0, i::2, j::2, c], x[0, :, :, 4 * c + 2 * i + j])
+
+
+@pytest.mark.parametrize("shift", [0, 4])
+def test_chunked_window_attention_matches_unchunked(shift):
+    from svi_jax.swin import SwinBlock
+
+    x = jax.random.normal(jax.random.PRNGKey(11), (2, 12, 20, 32))  # padded to 16x24: 12 windows
+    plain = SwinBlock(num_heads=4, window=8, shift=shift)
+    chunked = SwinBlock(num_heads=4, window=8, shift=shift, chunk_windows=5)
+    params = plain.init(jax.random.PRNGKey(12), x)
+    a = plain.apply(params, x)
+    b = chunked.apply(params, x)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    ga = jax.grad(lambda p: jnp.sum(plain.apply(p, x) ** 2))(params)
+    gb = jax.grad(lambda p: jnp.sum(chunked.apply(p, x) ** 2))(params)
+    for u, v in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
