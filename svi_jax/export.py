@@ -24,6 +24,9 @@ from svi_jax.model import build_model, init_params
 
 EXPORT_FORMAT_VERSION = 1
 EXPORT_SUBDIR = "export"
+# Model-config fields that change how a step is executed, not what the model computes: they
+# stay out of the hash so a checkpoint trained with remat decodes files of one trained without.
+EXECUTION_ONLY_FIELDS = frozenset({"remat", "attention_chunk_windows"})
 
 
 class ExportError(ValueError):
@@ -34,7 +37,8 @@ def params_hash(params: dict, config: ml_collections.ConfigDict | None = None) -
     """sha256 over the model config and every parameter (path, dtype, shape, bytes)."""
     h = hashlib.sha256()
     if config is not None:
-        h.update(json.dumps(config.model.to_dict(), sort_keys=True, default=list).encode())
+        model = {k: v for k, v in config.model.to_dict().items() if k not in EXECUTION_ONLY_FIELDS}
+        h.update(json.dumps(model, sort_keys=True, default=list).encode())
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(jax.tree_util.keystr(path).encode())

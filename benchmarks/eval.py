@@ -1,0 +1,110 @@
+"""Benchmark: evaluating all 16 levels of one image, batched (eval.py) vs 16 official passes.
+
+"ours" is the network work eval.py does per image: one pass of g_a, h_a, h_s and the context
+model for the rate estimate, then the 16 level syntheses in one batch (`--synthesis-batch`).
+"official" is the official protocol: 16 separate `test` passes (svi_jax.test_forward, level
+traced so one compilation serves all levels; each pass runs g_a, h_a, h_s, context, g_s and the
+re-analysis of the reconstruction). Both are jitted, compiled before timing, measured in the same
+process on the same image; metrics are left out of both (identical work). The real range coder
+is timed separately with --with-codec (the official code has none).
+
+    python benchmarks/eval.py                          # configs/paper.py, 256x256
+    python benchmarks/eval.py --config tiny --size 128 --with-codec
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import svi_jax  # noqa: E402
+from svi_jax.codec import Codec, detail_uniform  # noqa: E402
+from svi_jax.evaluation.runner import _estimated_bits, _synthesize  # noqa: E402
+
+
+def _time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument("--size", type=int, default=256, help="square image side (multiple of 64)")
+    ap.add_argument(
+        "--synthesis-batch", type=int, nargs="*", default=[1, 16], help="g_s batch sizes to time"
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats (best is reported)")
+    ap.add_argument("--with-codec", action="store_true", help="also time real encode + decode")
+    args = ap.parse_args()
+
+    cfg = importlib.import_module(f"configs.{args.config}").get_config()
+    model = svi_jax.build_model(cfg.model)
+    t0 = time.perf_counter()
+    params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
+    print(f"init: {time.perf_counter() - t0:.1f} s (random weights: speed only)")
+    rng = np.random.RandomState(0)
+    image = rng.randint(0, 256, (args.size, args.size, 3)).astype(np.uint8)
+    x = jnp.asarray(image, jnp.float32)[None] / 255.0
+    levels = np.arange(1, model.num_slices + 1, dtype=np.int32)
+    y_shape = (args.size // 16, args.size // 16, model.latent_channels)
+    uniform = detail_uniform(0, y_shape)
+
+    lat = jax.jit(lambda p, x: svi_jax.encode_latents(model, p, x))(params, x)
+    y_hat, hyper = lat.y_hat[0], lat.hyper[0]
+
+    def ours(b: int):
+        out = [_estimated_bits(model, params, x)]
+        for start in range(0, len(levels), b):
+            lv = jnp.asarray(levels[start : start + b])
+            noise = jnp.broadcast_to(uniform, (len(lv), *y_shape))
+            out.append(_synthesize(model, params, y_hat, hyper, lv, noise))
+        return out
+
+    official_pass = jax.jit(
+        lambda p, x, level, u: svi_jax.test_forward(model, p, x, level, u)["x_hat"]
+    )
+
+    def official():
+        return [official_pass(params, x, jnp.int32(lv), uniform[None]) for lv in levels]
+
+    runs = [
+        (f"ours, synthesis batch {b}", functools.partial(ours, b)) for b in args.synthesis_batch
+    ]
+    runs.append(("official, 16 separate test passes", official))
+    for name, fn in runs:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        print(f"{name}: first call (compile + run) {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"device: {jax.devices()[0].device_kind}; config {args.config}; {args.size}x{args.size}")
+    times = {name: _time(fn, args.repeats) for name, fn in runs}
+    t_official = times[runs[-1][0]]
+    for name, seconds in times.items():
+        print(f"{name}: {seconds:.2f} s/image, official/this = {t_official / seconds:.2f}x")
+    if args.with_codec:
+        codec = Codec(params, cfg)
+        codec.decompress(codec.compress(image))  # compile
+        t0 = time.perf_counter()
+        data = codec.compress(image)
+        t1 = time.perf_counter()
+        codec.decode_symbols(data)
+        t2 = time.perf_counter()
+        print(f"real codec: encode {t1 - t0:.2f} s, entropy-decode all levels {t2 - t1:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

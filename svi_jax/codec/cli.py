@@ -1,0 +1,168 @@
+"""svi-codec: compress / decompress / truncate / info for .sic files.
+
+    svi-codec compress photo.jpg photo.sic --checkpoint runs/tiny [--level L] [--seed S]
+    svi-codec decompress photo.sic out.png --checkpoint runs/tiny [--level l] [--seed s]
+    svi-codec truncate photo.sic photo_l4.sic --level 4
+    svi-codec info photo.sic [--json]
+
+Inputs: any image Pillow reads (PNG, JPEG, WebP, ...); grayscale is replicated to RGB, alpha
+is dropped, 16-bit data is scaled to 8 bits (svi_jax.image_io). --checkpoint takes an export
+directory, a train.py workdir (holding export/), or a directory inside the workdir such as
+workdir/checkpoints[/step] (the workdir's export/ is used). Outputs are written atomically
+(temporary file + rename); on any error the command prints one line, exits with status 1 and
+leaves no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+from svi_jax.codec import api
+from svi_jax.codec.format import BitstreamError
+from svi_jax.entropy_coding import EntropyCodingError
+from svi_jax.export import ExportError, load_exported_model
+from svi_jax.image_io import DataError, load_image, save_png
+
+DEFAULT_CHECKPOINT = "runs/tiny"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+def _load_codec(path: str) -> api.Codec:
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise CliError(f"checkpoint not found: {p}")
+    candidates = [p, *list(p.resolve().parents)[:2]]
+    error: Exception | None = None
+    for candidate in candidates:
+        try:
+            config, params, digest = load_exported_model(candidate)
+            return api.Codec(params, config, model_hash=digest)
+        except ExportError as e:
+            error = error or e
+    raise CliError(str(error))
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: str) -> bytes:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise CliError(f"input file not found: {p}")
+    return p.read_bytes()
+
+
+def _compress(args) -> None:
+    image = load_image(args.image)
+    codec = _load_codec(args.checkpoint)
+    data = codec.compress(image, level=args.level, seed=args.seed)
+    _write_atomic(args.out, data)
+    h, w = image.shape[:2]
+    print(f"{args.out}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, {h}x{w}")
+
+
+def _decompress(args) -> None:
+    data = _read(args.input)
+    codec = _load_codec(args.checkpoint)
+    image = codec.decompress(data, level=args.level, seed=args.seed)
+    out = pathlib.Path(args.out)
+    try:
+        save_png(out, image)
+    except BaseException:
+        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # save_png's temporary
+        raise
+    print(f"{args.out}: {image.shape[0]}x{image.shape[1]}")
+
+
+def _truncate(args) -> None:
+    data = api.truncate(_read(args.input), args.level)
+    _write_atomic(args.out, data)
+    print(f"{args.out}: level {args.level}, {len(data)} bytes")
+
+
+def _info(args) -> None:
+    summary = api.info(_read(args.input))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    s = summary
+    print(
+        f"format {s['format_version']}, model {s['model_hash'][:16]}, {s['height']}x{s['width']}, "
+        f"levels {s['available_levels']}/{s['coded_levels']} present, seed {s['seed']}"
+    )
+    print(f"header {s['header_bytes']} B, z {s['z_bytes']} B")
+    for row, size in zip(s["levels"], s["slice_bytes"], strict=True):
+        print(
+            f"level {row['level']:2d}: slice {size:7d} B, total {row['bytes']:8d} B, "
+            f"{row['bpp']:.4f} bpp"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="svi-codec", description="Progressive synonymous image codec (.sic files)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress", help="image -> .sic (all levels, or the first --level)")
+    c.add_argument("image")
+    c.add_argument("out")
+    c.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    c.add_argument("--level", type=int, default=None, help="levels to code (default: all)")
+    c.add_argument("--seed", type=int, default=api.DEFAULT_SEED, help="detail seed in header")
+    c.set_defaults(run=_compress)
+    d = sub.add_parser("decompress", help=".sic -> PNG at a level")
+    d.add_argument("input")
+    d.add_argument("out")
+    d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    d.add_argument("--level", type=int, default=None, help="default: every level in the file")
+    d.add_argument("--seed", type=int, default=None, help="default: the header's seed")
+    d.set_defaults(run=_decompress)
+    t = sub.add_parser("truncate", help="cut a .sic to its first --level levels")
+    t.add_argument("input")
+    t.add_argument("out")
+    t.add_argument("--level", type=int, required=True)
+    t.set_defaults(run=_truncate)
+    i = sub.add_parser("info", help="levels, sizes per slice, bpp per level")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, DataError, BitstreamError, EntropyCodingError, ExportError) as error:
+        print(f"svi-codec: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"svi-codec: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Rate–distortion–perception evaluation over the 16 levels (`eval.py` is its CLI).
+
+    from svi_jax.evaluation import EvalSettings, load_model, load_dataset, run_evaluation
+    results = run_evaluation(load_model("runs/tiny"), load_dataset("skimage"), "runs/tiny/eval")
+
+Writes results.json (schema: svi_jax.evaluation.results), results.csv,
+results_per_image.csv, rd_<metric>.png (svi_jax.evaluation.plots) and grid.png.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+from svi_jax.evaluation.grid import pick_levels, write_grid
+from svi_jax.evaluation.plots import plot_results
+from svi_jax.evaluation.results import build_results, load_curve, write_csv, write_json
+from svi_jax.evaluation.runner import IMAGE_METRICS, EvalOutput, EvalSettings, evaluate
+from svi_jax.evaluation.sources import (
+    Dataset,
+    EvalInputError,
+    ModelSource,
+    load_config_file,
+    load_dataset,
+    load_model,
+)
+
+__all__ = [
+    "IMAGE_METRICS",
+    "Dataset",
+    "EvalInputError",
+    "EvalOutput",
+    "EvalSettings",
+    "ModelSource",
+    "evaluate",
+    "load_config_file",
+    "load_dataset",
+    "load_feature_fn",
+    "load_model",
+    "run_evaluation",
+]
+
+
+def load_feature_fn(path: str | None):
+    """The FID/KID feature network from a user's Python file, or None.
+
+    No Inception weights ship with svi_jax (none are available offline), so `--inception` names
+    a Python file that defines `feature_fn(patches)`: uint8 (N, p, p, 3) -> (N, 2048) pool3
+    features, doing its own resizing to 299 and input scaling (as pytorch-fid does).
+    """
+    if not path:
+        return None
+    file = pathlib.Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise EvalInputError(
+            f"--inception {path}: expected a .py file defining feature_fn(uint8 NHWC) -> (N, 2048)"
+        )
+    spec = importlib.util.spec_from_file_location("_svi_eval_inception", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # user code
+        raise EvalInputError(f"cannot load {file}: {type(error).__name__}: {error}") from None
+    fn = getattr(module, "feature_fn", None)
+    if not callable(fn):
+        raise EvalInputError(f"{file} defines no callable feature_fn")
+    return fn
+
+
+def run_evaluation(
+    source: ModelSource,
+    dataset: Dataset,
+    out_dir,
+    settings: EvalSettings | None = None,
+    compare=(),
+    feature_fn=None,
+    progress: bool = True,
+    name: str | None = None,
+    nets: dict | None = None,
+) -> dict:
+    """Evaluate, then write JSON + CSV, draw the plots from the JSON, and write the grid."""
+    out_dir = pathlib.Path(out_dir)
+    settings = settings or EvalSettings()
+    compare = list(compare)
+    for path in compare:  # fail on a bad --compare file before the long run
+        load_curve(path)
+    output = evaluate(source, dataset, settings, feature_fn, progress, nets=nets)
+    results = build_results(output, source, dataset, settings, name)
+    levels = results["settings"]["levels"]
+    if output.grid:
+        write_grid(out_dir / "grid.png", output.grid, levels)
+        results["grid"] = {
+            "file": "grid.png",
+            "columns": ["original", *pick_levels(levels)],
+            "rows": [[n, s] for n, _, recs in output.grid for s in sorted({s for _, s in recs})],
+        }
+    write_json(out_dir / "results.json", results)
+    write_csv(out_dir, results)
+    plot_results(results, out_dir, compare)
+    return results

@@ -1,0 +1,110 @@
+"""Rate–distortion–perception plots drawn from results.json (the separate plot step).
+
+    python -m svi_jax.evaluation.plots runs/tiny/eval/results.json [--compare other.json ...]
+
+One PNG per metric: real bpp against the metric, one curve over the evaluated levels (each point
+labelled with its level), plus the estimated-bpp curve dashed, plus reference curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from svi_jax.evaluation.results import load_curve, load_results, write_atomic  # noqa: E402
+from svi_jax.evaluation.sources import EvalInputError  # noqa: E402
+
+LABELS = {
+    "psnr": "PSNR (dB) ↑",
+    "ms_ssim": "MS-SSIM ↑",
+    "ms_ssim_db": "MS-SSIM (dB) ↑",
+    "lpips_alex": "LPIPS-alex ↓",
+    "lpips_vgg": "LPIPS-vgg ↓",
+    "dists": "DISTS ↓",
+}
+
+
+def _finite(xs, ys):
+    pts = [(x, y) for x, y in zip(xs, ys, strict=False) if _ok(x) and _ok(y)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _ok(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def plot_metric(results: dict, metric: str, compare: list[dict], path) -> pathlib.Path | None:
+    rows = results["levels"]
+    xs, ys = _finite([r["bpp"] for r in rows], [r.get(metric) for r in rows])
+    if not ys:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    ax.plot(xs, ys, "o-", label=f"{results['name']} (real bpp)")
+    spread = [r.get(f"{metric}_sample_std") for r in rows]
+    if any(_ok(s) for s in spread):  # M > 1: ±1 std over the detail samples (the synset)
+        pts = [(r["bpp"], r[metric], s) for r, s in zip(rows, spread, strict=True)]
+        pts = [p for p in pts if _ok(p[0]) and _ok(p[1]) and _ok(p[2])]
+        ax.errorbar(*zip(*pts, strict=True), fmt="none", ecolor="C0", alpha=0.5, capsize=2)
+    xe, ye = _finite([r["bpp_est"] for r in rows], [r.get(metric) for r in rows])
+    ax.plot(xe, ye, "--", color="gray", alpha=0.7, label="same, estimated bpp")
+    for row, x, y in zip(rows, xs, ys, strict=False):
+        ax.annotate(
+            str(row["level"]), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points"
+        )
+    for ref in compare:
+        cx, cy = _finite(ref["curve"]["bpp"], ref["curve"].get(metric, []))
+        if cy:
+            ax.plot(cx, cy, "s-", markersize=3, label=ref["name"])
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(f"{results['dataset']['source']} ({results['dataset']['num_images']} images)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue())
+
+
+def plot_results(results: dict, out_dir, compare_paths=()) -> list[pathlib.Path]:
+    """All metric plots of one results dict into out_dir; returns the PNG paths written."""
+    compare = [load_curve(p) for p in compare_paths]
+    metrics = list(results["metrics"])
+    metrics += sorted({k for r in results["levels"] for k in r if k.startswith(("fid_", "kid_"))})
+    metrics = [m for m in metrics if not m.endswith("_std")]
+    out = []
+    for metric in metrics:
+        path = plot_metric(results, metric, compare, pathlib.Path(out_dir) / f"rd_{metric}.png")
+        if path:
+            out.append(path)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="results.json written by eval.py")
+    parser.add_argument("--compare", nargs="*", default=[], help="reference curves (JSON)")
+    parser.add_argument("--out", help="output folder (default: beside results.json)")
+    args = parser.parse_args(argv)
+    try:
+        results = load_results(args.results)
+        out = args.out or pathlib.Path(args.results).parent
+        for path in plot_results(results, out, args.compare):
+            print(path)
+    except EvalInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Where an evaluation's model and images come from, with one-line errors for user mistakes.
+
+Models: an export (`svi_jax.export`: an export dir or a train.py workdir holding `export/`), or
+an official PyTorch state dict (.pth / .npz) together with the config file it was trained with.
+Images: a folder (recursive, sorted), a single image file, the scikit-image photos
+(`skimage`), or a TFDS dataset prepared locally (`tfds:NAME[/CONFIG][:SPLIT]`, read with
+`tfds.data_source`, never downloaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+
+from svi_jax.export import ExportError, load_exported_model, params_hash
+from svi_jax.image_io import (
+    DataError,
+    MissingImageError,
+    list_images,
+    load_image,
+    skimage_photos,
+    to_rgb8,
+)
+
+
+class EvalInputError(ValueError):
+    """A flag, checkpoint or dataset the evaluation cannot use; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    config: ml_collections.ConfigDict
+    params: dict
+    params_hash: str
+    path: str
+    kind: str  # "export" or "official"
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of a configs/<name>.py file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise EvalInputError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_svi_eval_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.get_config()
+    except Exception as error:  # a user's config file can fail in any way
+        raise EvalInputError(
+            f"cannot load config {path}: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _model_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+    da, db = a.model.to_dict(), b.model.to_dict()
+    norm = lambda v: list(v) if isinstance(v, tuple | list) else v
+    return sorted(k for k in set(da) | set(db) if norm(da.get(k)) != norm(db.get(k)))
+
+
+def load_model(
+    checkpoint: str | None = None,
+    official_checkpoint: str | None = None,
+    config_path: str | None = None,
+) -> ModelSource:
+    """Loads an export (`checkpoint`) or an official state dict (`official_checkpoint` + config).
+
+    With both `checkpoint` and `config_path`, the export's model config must equal the file's.
+    """
+    if bool(checkpoint) == bool(official_checkpoint):
+        raise EvalInputError("give exactly one of --checkpoint and --official-checkpoint")
+    if official_checkpoint:
+        if not config_path:
+            raise EvalInputError("--official-checkpoint needs --config configs/<name>.py")
+        import svi_jax
+        from svi_jax.model import build_model
+
+        config = load_config_file(config_path)
+        if not pathlib.Path(official_checkpoint).is_file():
+            raise EvalInputError(f"official checkpoint not found: {official_checkpoint}")
+        try:
+            params = svi_jax.import_official_state_dict(
+                build_model(config.model), official_checkpoint
+            )
+        except (svi_jax.CheckpointImportError, ValueError, OSError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise EvalInputError(
+                f"{official_checkpoint} does not fit {config_path} (another config?): {first}"
+            ) from None
+        return ModelSource(
+            config, params, params_hash(params, config), str(official_checkpoint), "official"
+        )
+    try:
+        config, params, digest = load_exported_model(checkpoint)
+    except ExportError as error:
+        raise EvalInputError(str(error)) from None
+    if config_path:
+        diff = _model_diff(config, load_config_file(config_path))
+        if diff:
+            raise EvalInputError(
+                f"checkpoint {checkpoint} has another model config than {config_path} "
+                f"(differs in: {', '.join(diff)})"
+            )
+    return ModelSource(config, params, digest, str(checkpoint), "export")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A named, sized, re-iterable list of images (loaded lazily, one at a time)."""
+
+    source: str
+    names: tuple[str, ...]
+    loader: object  # callable(index) -> uint8 (H, W, 3)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for i, name in enumerate(self.names):
+            yield name, self.loader(i)
+
+
+def _folder(path: pathlib.Path) -> Dataset:
+    try:
+        files = list_images(path)
+    except DataError as error:
+        raise EvalInputError(str(error)) from None
+    if not files:
+        raise EvalInputError(f"no images in {path} (looked for .jpg, .jpeg, .png, .webp)")
+    root = path if path.is_dir() else path.parent
+    names = tuple(f.relative_to(root).as_posix() for f in files)
+
+    def load(i: int) -> np.ndarray:
+        try:
+            return load_image(files[i])
+        except (DataError, MissingImageError) as error:
+            raise EvalInputError(str(error)) from None
+
+    # Decode every file once up front (milliseconds each), so a corrupt image stops the run
+    # before any model work rather than halfway through it.
+    for i in range(len(files)):
+        load(i)
+    return Dataset(str(path), names, load)
+
+
+def _tfds(spec: str) -> Dataset:
+    """tfds:NAME[:SPLIT] from the local TFDS data dir (prepared beforehand, no download)."""
+    body = spec[len("tfds:") :]
+    name, _, split = body.partition(":")
+    split = split or "validation"
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise EvalInputError(f"{spec}: tensorflow_datasets is not installed") from None
+    try:
+        source = tfds.data_source(name, split=split, download=False)
+    except Exception as error:  # tfds raises many types for missing/unprepared data
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise EvalInputError(
+            f"TFDS dataset {name} split {split} is not prepared locally ({first}); "
+            f"prepare it with `tfds build {name}` or pass a folder"
+        ) from None
+    if len(source) == 0:
+        raise EvalInputError(f"TFDS dataset {name} split {split} is empty")
+    names = tuple(f"{name}/{split}/{i:05d}" for i in range(len(source)))
+    return Dataset(spec, names, lambda i: to_rgb8(np.asarray(source[i]["image"])))
+
+
+def load_dataset(data: str | None) -> Dataset:
+    """A folder, an image file, 'skimage' (default), or 'tfds:NAME[:SPLIT]'."""
+    if data is None or data == "skimage":
+        photos = skimage_photos()
+        return Dataset("skimage", tuple(n for n, _ in photos), lambda i: photos[i][1])
+    if data.startswith("tfds:"):
+        return _tfds(data)
+    path = pathlib.Path(data)
+    if path.exists():
+        return _folder(path)
+    if "/" not in data and not path.suffix:  # a bare name such as "clic" or "div2k"
+        return _tfds(f"tfds:{data}")
+    raise EvalInputError(f"data not found: {data} (a folder, an image, 'skimage' or tfds:NAME)")

@@ -1,0 +1,348 @@
+"""Tests of the real progressive codec (svi_jax.codec) with configs/tiny.py.
+
+Models: `random` = init from PRNGKey(0); `large` = the same with g_a's final LayerNorm scale
+×40, an untrained model whose latents are large (most ŷ and ẑ symbols leave the coder's support
+and take the escape path); `trained` = the random model after a few Adam steps
+on the rate of its own latents (h_a, h_s, context, entropy parameters and the bottleneck
+density; g_a/g_s frozen so the test stays fast), plus the bottleneck's aux loss, so σ fits ŷ
+as in a trained codec and the quantiles move away from their init.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import svi_jax
+from configs import tiny
+from svi_jax.codec import BitstreamError, Codec, compress, decompress, info, truncate
+from svi_jax.codec import format as fmt
+from svi_jax.codec.wavefront import schedule_counts, wavefront_schedule
+from svi_jax.entropy_models import bits, gaussian_likelihood
+from svi_jax.model import ProgressiveSIC
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+GOLDEN = DATA / "golden_tiny.sic"
+GOLDEN_EXPECTED = DATA / "golden_tiny_expected.npz"
+GOLDEN_KEY = 0  # the golden model: init_params(build_model(tiny), PRNGKey(0))
+
+
+def init_tiny(config, key: int) -> dict:
+    """init_params jitted with the model static: one compilation shared by the test files."""
+    model = svi_jax.build_model(config.model)
+    return jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(key))
+
+
+def golden_image() -> np.ndarray:
+    """A smooth 48x80 test picture (gradients + a disc), deterministic."""
+    yy, xx = np.mgrid[0:48, 0:80].astype(np.float32)
+    r = 255 * xx / 79
+    g = 255 * yy / 47
+    b = np.where((yy - 24) ** 2 + (xx - 40) ** 2 < 200, 220.0, 40.0)
+    return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
+
+
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    base = golden_image().astype(np.float32)
+    up = np.kron(base, np.ones((3, 3, 1)))[:h, :w]
+    up = np.pad(up, ((0, max(0, h - up.shape[0])), (0, max(0, w - up.shape[1])), (0, 0)), "edge")
+    return np.clip(up + rng.normal(0, 8, up.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return tiny.get_config()
+
+
+@pytest.fixture(scope="module")
+def random_params(config):
+    return init_tiny(config, GOLDEN_KEY)
+
+
+def _briefly_train(config, params, steps: int = 60):
+    """Adam on the rate of ŷ and ẑ of one photo's fixed y (so no Swin backward pass)."""
+    model = svi_jax.build_model(config.model)
+    x = jnp.asarray(photo(128, 128, seed=3), jnp.float32)[None] / 255.0
+    y = jax.jit(lambda p, x: model.apply({"params": p}, x, method=ProgressiveSIC.analysis))(
+        params, x
+    )
+    y_hat = jnp.round(y)
+    trainable = {
+        k: params[k]
+        for k in ("ha", "hs", "context_model", "entropy_parameters", "entropy_bottleneck")
+    }
+    opt = optax.adam(1e-2)
+
+    def rate(t, noise):
+        p = {**params, **t}
+        call = lambda method, *a: model.apply({"params": p}, *a, method=method)
+        z = call(ProgressiveSIC.hyper_analysis, y)
+        med = call(ProgressiveSIC.z_medians)
+        z_hat = jnp.round(z - med) + med
+        hyper = call(ProgressiveSIC.hyper_synthesis, z + jax.lax.stop_gradient(z_hat - z))
+        sigma, mu = call(ProgressiveSIC.gaussian_params, hyper, y_hat)
+        lik_y = gaussian_likelihood(y_hat, mu, sigma)
+        lik_z = call(ProgressiveSIC.z_likelihood, z + noise)
+        return jnp.sum(bits(lik_y)) + jnp.sum(bits(lik_z)) + call(ProgressiveSIC.aux_loss)
+
+    @jax.jit
+    def step(t, state, key):
+        noise = jax.random.uniform(key, (1, 2, 2, model.hyper_channels), minval=-0.5, maxval=0.5)
+        updates, state = opt.update(jax.grad(rate)(t, noise), state, t)
+        return optax.apply_updates(t, updates), state
+
+    state = opt.init(trainable)
+    for i in range(steps):
+        trainable, state = step(trainable, state, jax.random.PRNGKey(100 + i))
+    return {**params, **trainable}
+
+
+@pytest.fixture(scope="module")
+def codecs(config, random_params):
+    trained = _briefly_train(config, random_params)
+    large = dict(random_params)
+    large["ga"] = dict(large["ga"])
+    large["ga"]["norm"] = {**large["ga"]["norm"], "scale": large["ga"]["norm"]["scale"] * 40.0}
+    return {
+        "random": Codec(random_params, config),
+        "large": Codec(large, config),
+        "trained": Codec(trained, config),
+    }
+
+
+CASES = [
+    ("random", (48, 80)),
+    ("large", (64, 64)),
+    ("large", (48, 80)),
+    ("trained", (64, 64)),
+    ("trained", (48, 80)),
+    ("trained", (128, 192)),
+]
+
+
+@pytest.fixture(scope="module")
+def coded(codecs):
+    """(codec name, image, bytes) for every model and test size, coded once."""
+    out = {}
+    for name, hw in CASES:
+        image = photo(*hw, seed=hw[0])
+        out[name, hw] = (image, codecs[name].compress(image, seed=7))
+    return out
+
+
+def test_wavefront_schedule_covers_every_position_once():
+    for h, w in [(1, 1), (3, 5), (4, 4), (8, 12), (5, 2)]:
+        rows, cols = wavefront_schedule(h, w)
+        counts = schedule_counts(h, w)
+        if w >= 3:
+            assert len(rows) == 3 * (h - 1) + w
+        seen = [
+            (int(r), int(c))
+            for t in range(len(rows))
+            for r, c in zip(rows[t, : counts[t]], cols[t, : counts[t]], strict=True)
+        ]
+        assert sorted(seen) == [(i, j) for i in range(h) for j in range(w)]
+        # Every causal type-A neighbour of a position is decoded in an earlier step.
+        step = {
+            p: t
+            for t in range(len(rows))
+            for p in zip(rows[t, : counts[t]].tolist(), cols[t, : counts[t]].tolist(), strict=True)
+        }
+        for (i, j), t in step.items():
+            for di, dj in [(0, -1), (0, -2)] + [(-a, b) for a in (1, 2) for b in range(-2, 3)]:
+                if (i + di, j + dj) in step:
+                    assert step[i + di, j + dj] < t
+
+
+@pytest.mark.parametrize(("name", "hw"), CASES)
+def test_exact_symbol_round_trip(codecs, coded, name, hw):
+    codec = codecs[name]
+    image, data = coded[name, hw]
+    y_sym, z_sym = codec.analyze(image)
+    _, z_dec, y_dec, _, level = codec.decode_symbols(data)
+    assert level == 16
+    np.testing.assert_array_equal(z_dec, z_sym)
+    np.testing.assert_array_equal(y_dec, y_sym.astype(np.float32))
+
+
+def test_large_latents_escape(codecs, coded):
+    """The `large` model's symbols leave the coder's support (|ŷ − μ| past the 8σ bucket
+    or beyond the ẑ table), so the exact round trip above exercised the escape path."""
+    codec = codecs["large"]
+    image, _ = coded["large", (48, 80)]
+    y_sym, z_sym = codec.analyze(image)
+    assert np.abs(y_sym).max() > 100
+    width = codec.pmf.shape[1]
+    assert np.any((z_sym < codec.offsets) | (z_sym >= codec.offsets + width))
+
+
+def test_fast_path_matches_full_model(codecs, coded):
+    """The wavefront (μ, σ) equal gaussian_params on the full ŷ up to float rounding."""
+    from svi_jax.codec import wavefront as wf
+
+    codec = codecs["trained"]
+    image, data = coded["trained", (128, 192)]
+    _, _, y_buf, hyper, _ = codec.decode_symbols(data)
+    model, params = codec.model, codec.params
+    sigma_ref, mu_ref = model.apply(
+        {"params": params},
+        hyper[None],
+        jnp.asarray(y_buf)[None],
+        method=ProgressiveSIC.gaussian_params,
+    )
+    h, w, c = y_buf.shape
+    width = c // 16
+    rows, cols = wf.wavefront_schedule(h, w)
+    counts = wf.schedule_counts(h, w)
+    for s in (0, 7, 15):
+        prefix = np.where(np.arange(c) < s * width, y_buf, 0)
+        earlier, hyper_s = wf.slice_prologue(codec.cparams, prefix, hyper, s, num_slices=16)
+        buf = y_buf[..., s * width : (s + 1) * width]
+        for t in range(len(rows)):
+            n = counts[t]
+            sig, mu = wf.wavefront_step(
+                codec.cparams, buf, earlier, hyper_s, rows[t], cols[t], s, num_slices=16
+            )
+            r, q = rows[t, :n], cols[t, :n]
+            ref = slice(s * width, (s + 1) * width)
+            np.testing.assert_allclose(sig[:n], sigma_ref[0, r, q, ref], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(mu[:n], mu_ref[0, r, q, ref], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["large", "trained"])
+def test_truncation_equals_level_decode(codecs, coded, name):
+    codec = codecs[name]
+    _, data = coded[name, (48, 80)]
+    sizes = info(data)["levels"]
+    for level in range(1, 17):
+        cut = truncate(data, level)
+        assert len(cut) == sizes[level - 1]["bytes"]
+        assert info(cut)["coded_levels"] == level
+        full = codec.decompress(data, level=level)
+        np.testing.assert_array_equal(codec.decompress(cut), full)
+        # A raw cut right after slice `level` (header untouched) decodes the same.
+        raw = data[: sizes[level - 1]["bytes"]]
+        np.testing.assert_array_equal(codec.decompress(raw), full)
+
+
+def test_size_matches_estimate(codecs, coded):
+    """Bytes of every level within 1% of the −log2 estimate, plus the fixed overhead: header,
+    8 B of framing per segment and ≤ 4 B of range-coder flush per stream.
+
+    (Symbols the model deems impossible (P < 2**-24) cost less than their clamped −log2 P,
+    since the coder gives every alphabet entry at least 2**-24: hence the two-sided check.)
+    """
+    codec = codecs["trained"]
+    image, data = coded["trained", (128, 192)]
+    model, params = codec.model, codec.params
+    x = jnp.asarray(image, jnp.float32)[None] / 255
+    lat = jax.jit(lambda p, x: svi_jax.encode_latents(model, p, x))(params, x)
+    y_bits = np.asarray(bits(gaussian_likelihood(lat.y_hat, lat.means, lat.scales)))[0]
+    z_lik = model.apply({"params": params}, lat.z_hat, method=ProgressiveSIC.z_likelihood)
+    z_bits = float(np.sum(bits(z_lik)))
+    per_slice = y_bits.reshape(*y_bits.shape[:2], 16, -1).sum(axis=(0, 1, 3))
+    levels = info(data)["levels"]
+    for level in range(1, 17):
+        estimate = (z_bits + per_slice[:level].sum()) / 8
+        fixed = fmt.HEADER_SIZE + (level + 1) * (fmt.SEGMENT_OVERHEAD + 4)
+        real = levels[level - 1]["bytes"]
+        assert abs(real - estimate) <= 0.01 * estimate + fixed, (level, real, estimate)
+    # Stream payloads alone (no framing) track the estimate tightly too.
+    payload = len(data) - fmt.HEADER_SIZE - 17 * fmt.SEGMENT_OVERHEAD
+    total = (z_bits + per_slice.sum()) / 8
+    assert abs(payload - total) <= 0.01 * total + 17 * 4, (payload, total)
+
+
+def test_decode_deterministic_and_seeded(codecs, coded):
+    codec = codecs["trained"]
+    _, data = coded["trained", (64, 64)]
+    a = codec.decompress(data, level=3)
+    b = codec.decompress(data, level=3)
+    np.testing.assert_array_equal(a, b)
+    assert info(data)["seed"] == 7
+    np.testing.assert_array_equal(codec.decompress(data, level=3, seed=7), a)
+    other = codec.decompress(data, level=3, seed=8)
+    assert not np.array_equal(other, a)
+    # Level 16 samples nothing: the seed does not matter.
+    np.testing.assert_array_equal(codec.decompress(data, seed=1), codec.decompress(data, seed=2))
+
+
+def test_compress_fewer_levels_is_prefix(codecs, coded):
+    codec = codecs["random"]
+    image, data = coded["random", (48, 80)]
+    four = codec.compress(image, level=4, seed=7)
+    assert four == truncate(data, 4)
+
+
+def test_bad_bitstreams_raise_clear_errors(codecs, coded, config, random_params):
+    codec = codecs["random"]
+    _, data = coded["random", (48, 80)]
+    rng = np.random.RandomState(0)
+    cases = {
+        "empty": b"",
+        "random bytes": rng.bytes(500),
+        "wrong magic": b"XXXX" + data[4:],
+        "future version": data[:4] + bytes([fmt.FORMAT_VERSION + 1]) + data[5:],
+        "cut in header": data[:20],
+        "cut mid-slice": data[: info(data)["levels"][2]["bytes"] + 10],
+        "flipped payload": data[:-3] + bytes([data[-3] ^ 0x55]) + data[-2:],
+    }
+    for what, bad in cases.items():
+        with pytest.raises(BitstreamError) as err:
+            codec.decompress(bad)
+        assert "\n" not in str(err.value), what
+    with pytest.raises(BitstreamError, match="newer"):
+        codec.decompress(cases["future version"])
+    with pytest.raises(BitstreamError, match="cut inside slice"):
+        codec.decompress(cases["cut mid-slice"])
+    with pytest.raises(BitstreamError, match="another model"):
+        codecs["trained"].decompress(data)
+    with pytest.raises(BitstreamError, match="not available"):
+        codec.decompress(truncate(data, 3), level=4)
+
+
+def _golden_codec(config):
+    return Codec(init_tiny(config, GOLDEN_KEY), config)
+
+
+def test_golden_bitstream(config, random_params):
+    """A committed file from the fixed tiny model keeps decoding to the same pixels.
+
+    Regenerate (only for an intended format change): python tests/test_codec.py --regenerate
+    """
+    expected = np.load(GOLDEN_EXPECTED)
+    data = GOLDEN.read_bytes()
+    # The functional API (params, config, ...) builds a Codec per call. Re-encoding is not
+    # compared byte for byte: g_a's float rounding may legitimately differ between CPUs.
+    again = compress(random_params, config, golden_image(), seed=11)
+    assert info(again)["levels"][-1]["bytes"] == pytest.approx(len(data), rel=0.05)
+    for level in (1, 5, 16):
+        image = decompress(random_params, config, data, level=level)
+        digest = hashlib.sha256(image.tobytes()).hexdigest()
+        assert digest == str(expected[f"sha256_level{level}"]), level
+        np.testing.assert_array_equal(image, expected[f"level{level}"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--regenerate" in sys.argv:
+        cfg = tiny.get_config()
+        codec = _golden_codec(cfg)
+        blob = codec.compress(golden_image(), seed=11)
+        DATA.mkdir(exist_ok=True)
+        GOLDEN.write_bytes(blob)
+        arrays = {}
+        for lv in (1, 5, 16):
+            img = codec.decompress(blob, level=lv)
+            arrays[f"level{lv}"] = img
+            arrays[f"sha256_level{lv}"] = np.array(hashlib.sha256(img.tobytes()).hexdigest())
+        np.savez_compressed(GOLDEN_EXPECTED, **arrays)
+        print(f"wrote {GOLDEN} ({len(blob)} bytes) and {GOLDEN_EXPECTED}")
