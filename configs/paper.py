@@ -22,4 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.synthesis_dims = (512, 512, 384, 256)  # g_s embed dims per stage (stage 0 at H/16)
     m.synthesis_depths = (3, 2, 2, 1)  # Swin blocks per g_s stage
     m.synthesis_heads = (16, 16, 16, 16)  # attention heads per g_s stage
+    config.data.batch_size = 16  # global batch: 8 devices x 2 (paper)
+    config.data.crop_size = 256  # 256x256 random crops, no flips
+    config.train.num_steps = 1_000_000  # main phase; warming ~2k steps at batch 8, GAN ~200k
     return config

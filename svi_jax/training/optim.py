@@ -1,0 +1,64 @@
+"""Optimisers (SPEC §4): one optax.multi_transform with explicit labels.
+
+* "model": every parameter but the bottleneck quantiles, driven by the phase's main loss:
+  AdamW 1e-4, betas (0.9, 0.999), eps 1e-8, wd 5e-5, after global-norm clipping at 0.5
+  (warming: Adam 1e-4, optional clipping).
+* "aux": the entropy-bottleneck quantiles, driven by the aux loss: AdamW 1e-3, wd 5e-5.
+The gradient fed to the optimiser takes each leaf from the loss of its label
+(`combine_grads`), so no leaf is moved by the other loss.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+MODEL, AUX = "model", "aux"
+AUX_PARAM_NAME = "quantiles"  # the only parameters trained by the aux loss
+
+
+def param_labels(params) -> dict:
+    """Tree of "model"/"aux" labels, one per parameter leaf."""
+
+    def label(path, _):
+        last = path[-1]
+        name = getattr(last, "key", getattr(last, "name", None))
+        return AUX if name == AUX_PARAM_NAME else MODEL
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def combine_grads(labels, main_grads, aux_grads):
+    """Per leaf: the aux-loss gradient for "aux" leaves, the main-loss gradient otherwise."""
+    return jax.tree_util.tree_map(
+        lambda lab, g, a: a if lab == AUX else g, labels, main_grads, aux_grads
+    )
+
+
+def _clipped(clip_norm: float, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm > 0 else tx
+
+
+def model_optimizer(config: ml_collections.ConfigDict, phase: str):
+    o = config.optim
+    if phase == "warming":
+        return _clipped(o.warming_clip_norm, optax.adam(o.warming_lr, o.b1, o.b2, o.eps))
+    adamw = optax.adamw(o.lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
+    return _clipped(o.clip_norm, adamw)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params, phase: str):
+    """-> (optax transform, labels tree) for the generator/codec parameters."""
+    o = config.optim
+    aux = optax.adamw(o.aux_lr, o.b1, o.b2, o.eps, weight_decay=o.aux_weight_decay)
+    labels = param_labels(params)
+    tx = optax.multi_transform({MODEL: model_optimizer(config, phase), AUX: aux}, labels)
+    return tx, labels
+
+
+def discriminator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The GAN discriminator's own AdamW, with its own clipping (the official code has none)."""
+    g = config.gan
+    adamw = optax.adamw(g.lr, g.b1, g.b2, config.optim.eps, weight_decay=g.weight_decay)
+    return _clipped(g.clip_norm, adamw)

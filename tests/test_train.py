@@ -1,0 +1,193 @@
+"""Training loop: optimiser partition, schedule, embedded default end to end, resume, NaN, bad data.
+
+Compilations dominate the cost on CPU, so the tests share a persistent XLA cache
+(SVI_TEST_JAX_CACHE, default <tmp>/svi_jax_test_cache) and the loop tests use a shallow
+variant of configs/tiny.py (one Swin block per stage; the loop does not depend on depth).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import svi_jax
+from configs import tiny
+from svi_jax.export import load_exported_model
+from svi_jax.image_io import DataError
+from svi_jax.training import TrainingDivergedError, loop, optim, steps, train_and_evaluate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CACHE = os.environ.get(
+    "SVI_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "svi_jax_test_cache")
+)
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def machinery_config(**train):
+    """configs/tiny.py with one Swin block per stage, 64 px crops, batch 2, M = 1."""
+    cfg = tiny.get_config()
+    cfg.model.analysis_depths = (1, 1, 1, 1)
+    cfg.model.synthesis_depths = (1, 1, 1, 1)
+    cfg.data.val_crop = 64
+    cfg.train.update(
+        num_steps=4, log_every=1, checkpoint_every=2, eval_every=-1, image_every=0, **train
+    )
+    return cfg
+
+
+def train_losses(workdir) -> dict[int, float]:
+    """{step: train loss} from metrics.jsonl (the last record of a step wins)."""
+    out = {}
+    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["split"] == "train":
+            out[r["step"]] = r["loss"]
+    return out
+
+
+def test_level_schedule_cycles_16_to_1():
+    levels = [int(steps.level_at(jnp.int32(k), 16)) for k in range(34)]
+    assert levels[:16] == list(range(16, 0, -1)) and levels[16:18] == [16, 15]
+
+
+def test_every_leaf_is_updated_by_exactly_one_optimizer():
+    cfg = tiny.get_config()
+    model = svi_jax.build_model(cfg.model)
+    shapes = jax.eval_shape(lambda: svi_jax.init_params(model, jax.random.PRNGKey(0)))
+    leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    rng = np.random.default_rng(0)  # any values: only the partition is under test
+    params = treedef.unflatten([rng.standard_normal(s.shape, np.float32) for s in leaves])
+    aux_grads = jax.jit(jax.grad(lambda p: svi_jax.aux_loss(model, p)))(params)
+    main_grads = jax.tree_util.tree_map(jnp.ones_like, params)  # stands for any main gradient
+    _, labels = optim.make_optimizer(cfg, params, "main")
+    grads = optim.combine_grads(labels, main_grads, aux_grads)
+    flat_labels = jax.tree_util.tree_leaves(labels)
+    assert flat_labels.count(optim.AUX) == 1  # the quantiles
+    assert jax.tree_util.tree_leaves(aux_grads)[flat_labels.index(optim.AUX)].any()
+
+    def nonzero_updates(keep):
+        parts = {
+            optim.MODEL: optim.model_optimizer(cfg, "main"),
+            optim.AUX: optax.adamw(cfg.optim.aux_lr, weight_decay=cfg.optim.aux_weight_decay),
+        }
+        parts = {k: (v if k == keep else optax.set_to_zero()) for k, v in parts.items()}
+        tx = optax.multi_transform(parts, labels)
+        updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
+        return [bool(np.any(np.asarray(u) != 0)) for u in jax.tree_util.tree_leaves(updates)]
+
+    from_model, from_aux = nonzero_updates(optim.MODEL), nonzero_updates(optim.AUX)
+    for lab, m, a in zip(flat_labels, from_model, from_aux, strict=True):
+        assert m != a, "a leaf is updated by both optimisers or by none"
+        assert a == (lab == optim.AUX)
+
+
+def test_bad_data_folder_raises_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    cfg = machinery_config()
+    cfg.data.train, cfg.data.val = str(tmp_path / "empty"), str(tmp_path)
+    with pytest.raises(DataError, match="empty"):
+        train_and_evaluate(cfg, tmp_path / "run")
+    cfg.data.train = str(tmp_path / "missing")
+    with pytest.raises(DataError, match="missing"):
+        train_and_evaluate(cfg, tmp_path / "run")
+
+
+def test_embedded_default_end_to_end(tmp_path):
+    """`python train.py` (the embedded default) with a reduced step count."""
+    workdir = tmp_path / "tiny"
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    args = ["--config.train.num_steps=3", "--config.train.checkpoint_every=2"]
+    args += ["--config.train.image_every=3", "--config.train.eval_every=0"]
+    args += ["--config.train.log_every=1"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"--workdir={workdir}", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "PSNR@1/8/16" in proc.stdout and "checkpoints:" in proc.stdout
+    assert proc.stderr.count("tracing the main step") == 1  # one compilation for all levels
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "2",
+        "3",
+    ]
+    assert (workdir / "checkpoints" / "config.json").exists()
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((workdir / "images").glob("*.png"))
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["level"] for r in records if r["split"] == "train"] == [16, 15, 14]
+    assert {r["level"] for r in records if r["split"] == "val" and "level" in r} == set(
+        range(1, 17)
+    )
+    config, params, _ = load_exported_model(workdir)
+    assert config.phase == "main"
+
+
+class _InterruptingLoader:
+    """Wraps a loader; batch number `at` (0-based) raises KeyboardInterrupt or is all NaN."""
+
+    def __init__(self, loader, at, mode):
+        self.loader, self.at, self.mode, self.count = loader, at, mode, 0
+
+    def __next__(self):
+        batch = next(self.loader)
+        self.count += 1
+        if self.count - 1 == self.at:
+            if self.mode == "kill":
+                raise KeyboardInterrupt("simulated kill")
+            batch = np.full_like(batch, np.nan)
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def _patch_loader(monkeypatch, at, mode):
+    real = loop.make_loader
+    monkeypatch.setattr(
+        loop, "make_loader", lambda *a, **k: _InterruptingLoader(real(*a, **k), at, mode)
+    )
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = machinery_config()
+    train_and_evaluate(cfg, tmp_path / "straight")
+    _patch_loader(monkeypatch, at=3, mode="kill")  # dies in step 4, after the step-2 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(cfg, tmp_path / "resumed")
+    monkeypatch.undo()
+    train_and_evaluate(cfg, tmp_path / "resumed")
+    straight, resumed = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    np.testing.assert_allclose(
+        [resumed[k] for k in range(1, 5)], [straight[k] for k in range(1, 5)], rtol=1e-6
+    )
+    _, p1, _ = load_exported_model(tmp_path / "straight")
+    _, p2, _ = load_exported_model(tmp_path / "resumed")
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    _patch_loader(monkeypatch, at=2, mode="nan")  # step 3 sees a NaN batch
+    with pytest.raises(TrainingDivergedError, match="Last good checkpoint: .*checkpoints/2"):
+        train_and_evaluate(machinery_config(), tmp_path / "run")
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert ckpts == ["2"]
