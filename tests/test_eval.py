@@ -168,8 +168,13 @@ def test_rates_increase_and_match_the_estimate(e2e):
             real, est = lvl["bpp_payload"] * pixels, lvl["bpp_est"] * pixels  # bits
             allowance = 0.01 * est + 8 * FLUSH_BYTES * (lvl["level"] + 1)
             assert abs(real - est) <= allowance, (img["name"], lvl["level"], real, est)
+        # Level 16 payload: never more than 1% above the estimate (plus the coders' flush);
+        # it may be a little below it, because a barely trained model has symbols whose
+        # clamped likelihood (1e-9: ~30 bits) costs the range coder only its ~24-bit floor.
         top = img["levels"][-1]
-        assert top["bpp_payload"] == pytest.approx(top["bpp_est"], rel=0.03)
+        real, est = top["bpp_payload"] * pixels, top["bpp_est"] * pixels
+        assert real <= 1.01 * est + 8 * FLUSH_BYTES * 17, (img["name"], real, est)
+        assert real >= 0.9 * est, (img["name"], real, est)
 
 
 def test_samples_spread_fid_and_prefix_decode(workdir, nets):
