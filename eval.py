@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="export dir or train.py workdir (default runs/tiny)")
     p.add_argument("--official-checkpoint", help="official PyTorch state dict (.pth or .npz)")
     p.add_argument("--config", help="configs/<name>.py (required with --official-checkpoint)")
-    p.add_argument("--data", help="image folder/file, 'skimage' (default) or tfds:NAME[:SPLIT]")
+    p.add_argument(
+        "--data",
+        help="image folder/file, 'skimage' (default: 256-px centre crops of the bundled photos), "
+        "'skimage-full' or tfds:NAME[:SPLIT]",
+    )
     p.add_argument("--levels", type=parse_levels, help="levels, e.g. 1,4,8-16 (default all)")
     p.add_argument("--samples", type=int, default=1, help="detail samples M per level")
     p.add_argument("--seed", type=int, default=0, help="first detail-sampling seed")
