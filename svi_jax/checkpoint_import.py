@@ -77,24 +77,25 @@ def _official_name(path: tuple[str, ...]) -> tuple[str, str]:
     return f"{module}.weight", "kernel"
 
 
-def _to_ours(value: np.ndarray, kind: str) -> np.ndarray:
+# Official layout -> ours, per kind; each is its own inverse except the conv kernel.
+_TO_OURS = {"convT": (2, 3, 0, 1), "kernel4d": (2, 3, 1, 0)}
+_FROM_OURS = {"convT": (2, 3, 0, 1), "kernel4d": (3, 2, 0, 1)}
+
+
+def _convert(value: np.ndarray, kind: str, axes: dict) -> np.ndarray:
     if kind == "same":
         return value
-    if kind == "convT":
-        return value.transpose(2, 3, 0, 1)
-    if value.ndim == 2:
+    if kind == "kernel" and value.ndim == 2:  # Linear (out, in) <-> Dense (in, out)
         return value.T
-    return value.transpose(2, 3, 1, 0)
+    return value.transpose(axes["convT" if kind == "convT" else "kernel4d"])
+
+
+def _to_ours(value: np.ndarray, kind: str) -> np.ndarray:
+    return _convert(value, kind, _TO_OURS)
 
 
 def _from_ours(value: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "same":
-        return value
-    if kind == "convT":
-        return value.transpose(2, 3, 0, 1)
-    if value.ndim == 2:
-        return value.T
-    return value.transpose(3, 2, 0, 1)
+    return _convert(value, kind, _FROM_OURS)
 
 
 def load_state_dict(source: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -65,8 +65,8 @@ def _check_divisible(h: int, w: int, factor: int, what: str) -> None:
         )
 
 
-class AnalysisTransform(nn.Module):
-    """PatchEmbed (/2) -> stage 0 blocks -> [PatchMerging (/2) + blocks] x3 -> LayerNorm."""
+class _SwinStack(nn.Module):
+    """Fields shared by both transforms (per-stage lists, outermost stage first)."""
 
     embed_dims: Sequence[int]
     depths: Sequence[int]
@@ -76,6 +76,10 @@ class AnalysisTransform(nn.Module):
     mlp_ratio: float = 4.0
     remat: bool = False
     chunk_windows: int = 0
+
+
+class AnalysisTransform(_SwinStack):
+    """PatchEmbed (/2) -> stage 0 blocks -> [PatchMerging (/2) + blocks] x3 -> LayerNorm."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -101,17 +105,8 @@ class AnalysisTransform(nn.Module):
         return layer_norm("norm")(x)
 
 
-class SynthesisTransform(nn.Module):
+class SynthesisTransform(_SwinStack):
     """[blocks + PatchReverseMerging (x2)] x4 -> Conv 3x3 to RGB (unclamped)."""
-
-    embed_dims: Sequence[int]
-    depths: Sequence[int]
-    num_heads: Sequence[int]
-    window: int
-    construction_hw: tuple[int, int]
-    mlp_ratio: float = 4.0
-    remat: bool = False
-    chunk_windows: int = 0
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
