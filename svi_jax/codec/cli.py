@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
+    except BrokenPipeError:  # e.g. `svi-codec info f.sic | head`: the reader left, not an error
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CliError, DataError, BitstreamError, EntropyCodingError, ExportError) as error:
         print(f"svi-codec: error: {_one_line(error)}", file=sys.stderr)
         return 1
