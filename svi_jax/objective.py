@@ -54,6 +54,20 @@ def svi_loss(
     LPIPS layer, for the stacked batch [x_syn; x_samples] ((1 + M) * B rows).
     """
     out = train_forward(model, params, x, level, noise)
+    return svi_loss_from_outputs(model, lpips_params, x, level, out, loss_config, lpips_masks)
+
+
+def svi_loss_from_outputs(
+    model: ProgressiveSIC,
+    lpips_params: dict,
+    x: jax.Array,
+    level: jax.Array,
+    out: dict,
+    loss_config: ml_collections.ConfigDict,
+    lpips_masks: Sequence[jax.Array] | None = None,
+) -> tuple[jax.Array, dict]:
+    """The SVI loss of given `train_forward` outputs (lets a caller reuse one forward pass,
+    e.g. the GAN phase, which also feeds the reconstructions to its discriminator)."""
     b = x.shape[0]
     num_samples = out["x_hat_samples"].shape[0] // b
     x_rep = jnp.tile(x, (1 + num_samples, 1, 1, 1))

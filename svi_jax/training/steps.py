@@ -21,7 +21,7 @@ import optax
 from svi_jax import gan as gan_lib
 from svi_jax.forward import draw_train_noise, train_forward
 from svi_jax.model import ProgressiveSIC, init_params
-from svi_jax.objective import aux_loss, level_weights, svi_loss, warming_loss
+from svi_jax.objective import aux_loss, level_weights, svi_loss_from_outputs, warming_loss
 from svi_jax.training import optim
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
     disc = gan_lib.build_discriminator(config) if phase == "gan" else None
     disc_tx = optim.discriminator_optimizer(config) if phase == "gan" else None
 
-    def main_loss(params, x, level, noise, step):
-        loss, metrics = svi_loss(model, params, lpips_params, x, level, noise, loss_cfg)
+    def loss_from_outputs(out, x, level, step):
+        loss, metrics = svi_loss_from_outputs(model, lpips_params, x, level, out, loss_cfg)
         if balance:
             on = step < balance_steps if balance_steps > 0 else jnp.bool_(True)
             extra = (
@@ -121,13 +121,18 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
                 return loss, met
 
         elif phase == "main":
-            loss_fn = lambda p: main_loss(p, batch, level, noise, step)
-        else:
-            loss_fn, d_state, d_metrics = _gan_losses(
-                config, model, disc, disc_tx, state, batch, level, noise, main_loss, step
+
+            def loss_fn(p):
+                out = train_forward(model, p, batch, level, noise)
+                return loss_from_outputs(out, batch, level, step)
+
+        if phase == "gan":
+            (loss, metrics), grads, d_state, d_metrics = _gan_update(
+                config, model, disc, disc_tx, state, batch, level, noise, loss_from_outputs, step
             )
             new_state["disc"] = d_state
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        else:
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         aux, aux_grads = jax.value_and_grad(lambda p: aux_loss(model, p))(params)
         grads = optim.combine_grads(labels, grads, aux_grads)
         updates, new_state["opt_state"] = tx.update(grads, state["opt_state"], params)
@@ -141,15 +146,21 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
     return step_fn
 
 
-def _gan_losses(config, model, disc, disc_tx, state, x, level, noise, main_loss, step):
-    """Discriminator update first (on detached reconstructions), then the generator loss."""
+def _gan_update(config, model, disc, disc_tx, state, x, level, noise, loss_from_outputs, step):
+    """One forward pass serves both players: the discriminator is updated first on the
+    detached reconstructions, then the generator's gradient is pulled back through the same
+    forward (jax.vjp) from the SVI loss plus the adversarial terms.
+
+    Returns ((loss, metrics), generator grads, new discriminator state, discriminator metrics).
+    """
     g = config.gan
     b = x.shape[0]
     params, d = state["params"], state["disc"]
-    out = jax.lax.stop_gradient(train_forward(model, params, x, level, noise, reencode=False))
-    y_hat = out["latents"].y_hat
+    out, pullback = jax.vjp(lambda p: train_forward(model, p, x, level, noise), params)
+    y_hat = jax.lax.stop_gradient(out["latents"].y_hat)
     m = out["x_hat_samples"].shape[0] // b
     y_rep = jnp.tile(y_hat, (m, 1, 1, 1))
+    cond = jnp.concatenate([y_hat, y_rep], axis=0)
 
     def d_apply(dp, stats, images, cond, update):
         variables = {"params": dp, "batch_stats": stats}
@@ -157,11 +168,12 @@ def _gan_losses(config, model, disc, disc_tx, state, x, level, noise, main_loss,
             return disc.apply(variables, images, cond, level, True, mutable=["batch_stats"])
         return disc.apply(variables, images, cond, level, False), None
 
+    fakes = jax.lax.stop_gradient(jnp.concatenate([out["x_hat_syn"], out["x_hat_samples"]], 0))
+
     def d_loss_fn(dp):
         # One D call on [x; x_syn; samples] so the power iteration runs once per D step.
-        images = jnp.concatenate([x, out["x_hat_syn"], out["x_hat_samples"]], axis=0)
-        cond = jnp.concatenate([y_hat, y_hat, y_rep], axis=0)
-        logits, new_vars = d_apply(dp, d["stats"], images, cond, True)
+        images = jnp.concatenate([x, fakes], axis=0)
+        logits, new_vars = d_apply(dp, d["stats"], images, jnp.concatenate([y_hat, cond]), True)
         real, fake_syn, fake_smp = logits[:b], logits[b : 2 * b], logits[2 * b :]
         loss = (
             gan_lib.bce_with_logits(real, 1.0)
@@ -175,14 +187,9 @@ def _gan_losses(config, model, disc, disc_tx, state, x, level, noise, main_loss,
     d_params = optax.apply_updates(d["params"], d_updates)
     d_state = {"params": d_params, "stats": stats, "opt_state": d_opt}
 
-    def g_loss_fn(p):
-        loss, metrics = main_loss(p, x, level, noise, step)
-        # Recomputes the decode of svi_loss (same inputs; XLA may merge the two, unverified):
-        # svi_loss does not return its reconstructions.
-        o = train_forward(model, p, x, level, noise, reencode=False)
-        yh = jax.lax.stop_gradient(o["latents"].y_hat)
+    def g_loss_fn(o):
+        loss, metrics = loss_from_outputs(o, x, level, step)
         images = jnp.concatenate([o["x_hat_syn"], o["x_hat_samples"]], axis=0)
-        cond = jnp.concatenate([yh, jnp.tile(yh, (m, 1, 1, 1))], axis=0)
         logits, _ = d_apply(d_params, stats, images, cond, False)
         g_syn = gan_lib.bce_with_logits(logits[:b], 1.0)
         g_smp = gan_lib.bce_with_logits(logits[b:], 1.0)
@@ -195,4 +202,7 @@ def _gan_losses(config, model, disc, disc_tx, state, x, level, noise, main_loss,
         loss = loss + g.adversarial_weight * adv
         return loss, dict(metrics, loss=loss, g_syntactic=g_syn, g_samples=g_smp)
 
-    return g_loss_fn, d_state, {"d_loss": d_loss, "d_grad_norm": optax.tree.norm(d_grads)}
+    (loss, metrics), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(out)
+    (grads,) = pullback(out_grads)
+    d_metrics = {"d_loss": d_loss, "d_grad_norm": optax.tree.norm(d_grads)}
+    return (loss, metrics), grads, d_state, d_metrics
