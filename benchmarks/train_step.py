@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from svi_jax.lpips import load_lpips_params  # noqa: E402
 from svi_jax.model import build_model  # noqa: E402
+from svi_jax.tracing import trace_count  # noqa: E402
 from svi_jax.training import loop, steps  # noqa: E402
 
 config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "paper.py"), "Config file.")
@@ -70,7 +71,7 @@ def bench_phase(config, phase: str) -> dict:
         )
         for _ in range(2)
     ]
-    traces_before = steps.TRACE_COUNTS.get(phase, 0)
+    traces_before = trace_count(steps.step_trace_name(phase))
     t0 = time.perf_counter()
     state, metrics = step_fn(state, batches[0])
     jax.block_until_ready(metrics)
@@ -94,7 +95,7 @@ def bench_phase(config, phase: str) -> dict:
         "first_step_s": round(compile_s, 3),
         "seconds_per_step": round(float(np.median(steady)), 4),
         "steps_timed": len(steady),
-        "compilations": steps.TRACE_COUNTS[phase] - traces_before,
+        "compilations": trace_count(steps.step_trace_name(phase)) - traces_before,
         "peak_memory_gib": round(peak / 2**30, 3),
         "peak_memory_kind": peak_kind,
         "final_loss": float(metrics["loss"]),

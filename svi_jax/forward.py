@@ -71,10 +71,6 @@ def sample_details(mu_hyper: jax.Array, uniform: jax.Array) -> jax.Array:
     return ste_round(mu_hyper + DETAIL_HALF_WIDTH * (2.0 * uniform - 1.0))
 
 
-def draw_detail_uniform(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.uniform(rng, shape)
-
-
 def compose_level_latent(
     y_hat: jax.Array, details: jax.Array, level: jax.Array, slice_width: int
 ) -> jax.Array:
@@ -140,7 +136,7 @@ class Latents(NamedTuple):
 
 def encode_latents(model: ProgressiveSIC, params: dict, x: jax.Array) -> Latents:
     """Everything the encoder side computes once per image (no randomness)."""
-    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    apply = bound_apply(model, params)
     y = apply(ProgressiveSIC.analysis, x)
     z = apply(ProgressiveSIC.hyper_analysis, y)
     medians = apply(ProgressiveSIC.z_medians)
@@ -163,7 +159,7 @@ def train_forward(
 
     Returns a dict of tensors and scalars named as in the official `forward`.
     """
-    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
     c, width = model.latent_channels, model.slice_width
@@ -196,21 +192,27 @@ def train_forward(
     return out
 
 
-def _distances(y_hat, details, y_dis, b, level, width):
-    """synonym_distance and sample_distance (SPEC §3.8): means over 1 + M terms."""
-    c = y_hat.shape[-1]
-    num_samples = details.shape[0] // b
+def _per_sample_distances(y_hat, details, y_dis_samples, level, width):
+    """Per detail sample m: MSE of the transmitted channels (synonym) and of the sampled
+    channels (sample) between the latent that was decoded and its re-encoding."""
+    b, c = y_hat.shape[0], y_hat.shape[-1]
     sem = channel_mask(c, level, width)
     n_sem = width * jnp.asarray(level)
-    terms_syn = [jnp.mean((y_hat - y_dis[:b]) ** 2)]
-    terms_smp = [jnp.zeros(())]
-    for m in range(num_samples):
-        rows = slice(b * (m + 1), b * (m + 2))
-        terms_syn.append(masked_mse(y_hat, y_dis[rows], sem, n_sem))
-        terms_smp.append(masked_mse(details[b * m : b * (m + 1)], y_dis[rows], ~sem, c - n_sem))
+    syn, smp = [], []
+    for m in range(details.shape[0] // b):
+        rows = slice(b * m, b * (m + 1))
+        syn.append(masked_mse(y_hat, y_dis_samples[rows], sem, n_sem))
+        smp.append(masked_mse(details[rows], y_dis_samples[rows], ~sem, c - n_sem))
+    return syn, smp
+
+
+def _distances(y_hat, details, y_dis, b, level, width):
+    """synonym_distance and sample_distance (SPEC §3.8): means over 1 + M terms, the first
+    for the syntactic reconstruction (all channels; sample term 0)."""
+    syn, smp = _per_sample_distances(y_hat, details, y_dis[b:], level, width)
     return {
-        "synonym_distance": jnp.mean(jnp.stack(terms_syn)),
-        "sample_distance": jnp.mean(jnp.stack(terms_smp)),
+        "synonym_distance": jnp.mean(jnp.stack([jnp.mean((y_hat - y_dis[:b]) ** 2), *syn])),
+        "sample_distance": jnp.mean(jnp.stack([jnp.zeros(()), *smp])),
     }
 
 
@@ -227,7 +229,7 @@ def test_forward(
     detail_uniform: U[0, 1) of shape (M*B, h, w, C). `num_pixels` defaults to H*W of `x`; give
     the unpadded area when x was padded (the official code divides by the padded area: a bug).
     """
-    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
     c, width = model.latent_channels, model.slice_width
@@ -243,26 +245,7 @@ def test_forward(
     )
     x_hat = apply(ProgressiveSIC.synthesis, y_samples)
     y_dis = apply(ProgressiveSIC.analysis, x_hat)
-    sem = channel_mask(c, level, width)
-    n_sem = width * jnp.asarray(level)
-    syn = jnp.mean(
-        jnp.stack(
-            [
-                masked_mse(lat.y_hat, y_dis[b * m : b * (m + 1)], sem, n_sem)
-                for m in range(num_samples)
-            ]
-        )
-    )
-    smp = jnp.mean(
-        jnp.stack(
-            [
-                masked_mse(
-                    details[b * m : b * (m + 1)], y_dis[b * m : b * (m + 1)], ~sem, c - n_sem
-                )
-                for m in range(num_samples)
-            ]
-        )
-    )
+    syn, smp = _per_sample_distances(lat.y_hat, details, y_dis, level, width)
     return {
         "latents": lat,
         "x_hat": x_hat,
@@ -270,9 +253,14 @@ def test_forward(
         "rates": rates,
         "y_likelihoods_round": y_lik_round,
         "z_likelihoods": z_lik,
-        "synonym_distance": syn,
-        "sample_distance": smp,
+        "synonym_distance": jnp.mean(jnp.stack(syn)),
+        "sample_distance": jnp.mean(jnp.stack(smp)),
     }
+
+
+def bound_apply(model: ProgressiveSIC, params: dict):
+    """`apply(method, *args)`: call one entry point of `model` with `params`."""
+    return lambda method, *a: model.apply({"params": params}, *a, method=method)
 
 
 def pad_to_multiple(x: np.ndarray | jax.Array, multiple: int = DOWNSCALE_Z):

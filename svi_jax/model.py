@@ -91,9 +91,7 @@ class ProgressiveSIC(nn.Module):
 
     def gaussian_params(self, hyper: jax.Array, y_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(sigma, mu) of every latent from hyper and the causal context of y_hat."""
-        out = self.entropy_parameters(hyper, self.context_model(y_hat))
-        c = self.latent_channels
-        return out[..., :c], out[..., c:]
+        return self.entropy_params_from_context(hyper, self.context_model(y_hat))
 
     def context(self, y_hat: jax.Array) -> jax.Array:
         return self.context_model(y_hat)

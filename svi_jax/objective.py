@@ -17,6 +17,7 @@ import ml_collections
 from svi_jax.entropy_models import gaussian_likelihood
 from svi_jax.forward import (
     TrainNoise,
+    bound_apply,
     encode_latents,
     rate_terms,
     train_forward,
@@ -125,7 +126,7 @@ def warming_loss(
     No sampling, no re-encoding; the per-slice rates use the noisy likelihoods, as the official
     `warming` does.
     """
-    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
     z_lik = apply(ProgressiveSIC.z_likelihood, lat.z + noise_z)

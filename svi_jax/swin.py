@@ -68,12 +68,6 @@ def shifted_window_regions(h: int, w: int, window: int, shift: int) -> np.ndarra
     return _partition(labels, window)[..., 0]
 
 
-def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
-    """(nW, N, N) additive mask: 0 within a region of the rolled grid, -100 across regions."""
-    win = shifted_window_regions(h, w, window, shift)
-    return np.where(win[:, None, :] != win[:, :, None], SHIFT_MASK_VALUE, 0.0).astype(np.float32)
-
-
 def _attend(q, k, v, bias, regions):
     """Softmax attention of a group of windows. q, k, v: (G, N, heads, hd); regions: (G, N).
 

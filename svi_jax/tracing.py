@@ -15,14 +15,19 @@ _COUNTS: collections.Counter[str] = collections.Counter()
 log = logging.getLogger("svi_jax.tracing")
 
 
+def count_trace(name: str) -> int:
+    """Record one trace of `name` (call it from inside the traced function); returns the count."""
+    _COUNTS[name] += 1
+    return _COUNTS[name]
+
+
 def traced(name: str):
     """Decorator: count and log every trace of the wrapped function under `name`."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
-            _COUNTS[name] += 1
-            log.info("tracing %s (trace #%d)", name, _COUNTS[name])
+            log.info("tracing %s (trace #%d)", name, count_trace(name))
             return fn(*args, **kwargs)
 
         return inner
@@ -32,7 +37,3 @@ def traced(name: str):
 
 def trace_count(name: str) -> int:
     return _COUNTS[name]
-
-
-def reset_trace_counts() -> None:
-    _COUNTS.clear()

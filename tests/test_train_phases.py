@@ -13,6 +13,7 @@ import numpy as np
 
 from configs import tiny
 from svi_jax.export import load_exported_model
+from svi_jax.tracing import trace_count
 from svi_jax.training import steps, train_and_evaluate
 
 CACHE = os.environ.get(
@@ -38,13 +39,13 @@ def train_records(workdir):
 
 
 def test_warming_one_step(tmp_path):
-    before = steps.TRACE_COUNTS.get("warming", 0)
+    before = trace_count(steps.step_trace_name("warming"))
     result = train_and_evaluate(one_step_config("warming"), tmp_path)
     (record,) = train_records(tmp_path)
     assert math.isfinite(record["loss"]) and record["level"] == 16
     assert {"bpp_y_splits_min", "bpp_y", "bpp_z", "aux_loss"} <= set(record)
     assert "synonym_distance" not in record  # no re-encoding in warming
-    assert steps.TRACE_COUNTS["warming"] == before + 1
+    assert trace_count(steps.step_trace_name("warming")) == before + 1
     assert result["step"] == 1 and (tmp_path / "checkpoints" / "1").exists()
 
 

@@ -17,6 +17,7 @@ from svi_jax import data_pipeline
 from svi_jax.export import load_exported_model, save_exported_model
 from svi_jax.lpips import load_lpips_params
 from svi_jax.model import build_model
+from svi_jax.tracing import trace_count
 from svi_jax.training import steps
 from svi_jax.training.checkpointing import Checkpointer, abstract_like
 from svi_jax.training.logging_utils import MetricWriter, save_image_grid
@@ -185,7 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         "logs": str(writer.jsonl_path),
         "tensorboard": str(writer.tb_dir),
         "export": str(workdir / "export"),
-        "trace_counts": dict(steps.TRACE_COUNTS),
+        "trace_counts": {
+            p: n for p in steps.PHASES if (n := trace_count(steps.step_trace_name(p)))
+        },
     }
 
 

@@ -22,11 +22,16 @@ from svi_jax import gan as gan_lib
 from svi_jax.forward import draw_train_noise, train_forward
 from svi_jax.model import ProgressiveSIC, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss_from_outputs, warming_loss
+from svi_jax.tracing import count_trace
 from svi_jax.training import optim
 
 logger = logging.getLogger(__name__)
 PHASES = ("warming", "main", "gan")
-TRACE_COUNTS: dict[str, int] = {}  # phase -> times its step function was traced (compiled)
+
+
+def step_trace_name(phase: str) -> str:
+    """Name under which svi_jax.tracing counts the compilations of a phase's step."""
+    return f"train_step/{phase}"
 
 
 def level_at(step: jax.Array, num_slices: int) -> jax.Array:
@@ -103,7 +108,7 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
         return loss, metrics
 
     def step_fn(state, batch):
-        TRACE_COUNTS[phase] = TRACE_COUNTS.get(phase, 0) + 1
+        count_trace(step_trace_name(phase))
         logger.info("tracing the %s step for batch %s (compilation)", phase, batch.shape)
         step, params = state["step"], state["params"]
         level = level_at(step, s)
