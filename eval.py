@@ -4,6 +4,7 @@
     python eval.py --checkpoint runs/paper --data /data/kodak --out runs/paper/eval_kodak
     python eval.py --official-checkpoint sic.pth --config configs/paper.py --data tfds:div2k
     python eval.py ... --samples 8 --levels 1,4,8,16 --compare baselines/hific.json
+    python eval.py ... --inception pt_inception-2015-12-05-6726825d.pth   # adds FID/KID
 
 Writes <out>/results.json (per level and per image), results.csv, results_per_image.csv,
 rd_<metric>.png and grid.png. Re-plot from the JSON alone with
@@ -46,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first detail-sampling seed")
     p.add_argument("--out", help="output folder (default <checkpoint>/eval)")
     p.add_argument("--compare", nargs="*", default=[], help="reference curves (JSON) to plot")
-    p.add_argument("--inception", help="Python file defining feature_fn for FID/KID")
+    p.add_argument(
+        "--inception",
+        help="FID/KID network: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz of "
+        "it), or a .py file defining feature_fn; without it FID/KID are skipped",
+    )
     p.add_argument(
         "--synthesis-batch", type=int, help="syntheses per g_s call (default: 16, 1 on CPU)"
     )
@@ -84,7 +89,11 @@ def main(argv=None) -> int:
         dataset = ev.load_dataset(args.data)
         feature_fn = ev.load_feature_fn(args.inception)
         if feature_fn is None:
-            print("FID/KID skipped: no --inception feature network given", file=sys.stderr)
+            print(
+                "FID/KID skipped: give --inception pt_inception-2015-12-05-6726825d.pth "
+                "(pytorch-fid's FID weights) to compute them",
+                file=sys.stderr,
+            )
         results = ev.run_evaluation(
             source,
             dataset,

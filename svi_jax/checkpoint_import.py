@@ -1,10 +1,10 @@
 """Import an official PyTorch ProgSIC state_dict into an svi_jax params pytree.
 
 Accepted inputs: a `.npz` of arrays keyed by the official state_dict names (optionally with a
-`w/` prefix, as in the reference files), a `.pth`/`.pt` file when torch is installed, or a
-plain dict of arrays. Conversion is transposes only (SPEC: channel order is kept):
-Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; ConvTranspose2d (in, out, kH, kW) ->
-(kH, kW, in, out) (the spatial flip happens in the layer, not here).
+`w/` prefix, as in the reference files), a `.pth`/`.pt` file (read without torch by
+`svi_jax.torch_file`), or a plain dict of arrays. Conversion is transposes only (SPEC:
+channel order is kept): Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; ConvTranspose2d
+(in, out, kH, kW) -> (kH, kW, in, out) (the spatial flip happens in the layer, not here).
 Buffers that are rebuilt from the config (Swin attention masks and position indices, the
 context mask, CompressAI's empty coding tables and constant bounds) and the LPIPS/DISTS
 sub-networks are ignored; the context mask, when present, is checked against ours.
@@ -21,6 +21,7 @@ import numpy as np
 
 from svi_jax.context import context_mask
 from svi_jax.model import ProgressiveSIC, init_params
+from svi_jax.torch_file import TorchFileError, load_torch_state_dict
 
 
 class CheckpointImportError(ValueError):
@@ -111,15 +112,9 @@ def load_state_dict(source: str | os.PathLike | Mapping[str, np.ndarray]) -> dic
                 items = {k: f[k] for k in f.files}
         elif path.endswith((".pth", ".pt", ".ckpt")):
             try:
-                import torch
-            except ImportError as e:
-                raise CheckpointImportError(
-                    f"{path} is a PyTorch file; install torch to read it, or convert it to .npz"
-                ) from e
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(obj, dict) and "state_dict" in obj:
-                obj = obj["state_dict"]
-            items = {k: v.detach().cpu().numpy() for k, v in obj.items()}
+                items = load_torch_state_dict(path)  # no torch needed
+            except TorchFileError as e:
+                raise CheckpointImportError(str(e)) from None
         else:
             raise CheckpointImportError(f"unsupported checkpoint format: {path} (.npz or .pth)")
     if any(k.startswith("w/") for k in items):

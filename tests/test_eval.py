@@ -273,3 +273,40 @@ def test_compare_loader_and_replot(e2e, tmp_path):
         [str(out / "results.json"), "--compare", str(tmp_path / "bpg.json"), "--out", str(tmp_path)]
     )
     assert rc == 0 and (tmp_path / "rd_psnr.png").stat().st_size > 0
+
+
+def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monkeypatch, capsys):
+    """--inception with an Inception weights file (pytorch-fid's layout, seeded random values
+    here) scores the 299- and 256-px patches; a file that is not one is a one-line error
+    before anything is written."""
+    from tests import inception_random_weights
+
+    monkeypatch.setattr(ev.runner, "load_metric_networks", lambda: nets)
+    with np.load(ROOT / "tests" / "data" / "inception_reference.npz") as ref:
+        shapes = {k: tuple(v) for k, v in json.loads(str(ref["keys/json"])).items()}
+    weights = tmp_path / "fid_inception.npz"
+    np.savez(weights, **inception_random_weights.random_state_dict(shapes))
+    for i in range(2):
+        save_png(tmp_path / "big" / f"b{i}.png", picture(300, 300, 10 + i))
+    common = ["--checkpoint", str(workdir / "run"), "--data", str(tmp_path / "big")]
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 64)
+    rc, err = _run([*common, "--inception", str(junk), "--out", str(tmp_path / "bad")], capsys)
+    assert rc == 2 and "junk.pth" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "out"
+    rc, err = _run(
+        [*common, "--levels", "8,16", "--inception", str(weights), "--out", str(out)], capsys
+    )
+    assert rc == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert not any("FID/KID" in note for note in results["notes"])
+    for patch in ("299", "256"):
+        scores = results["fid_kid"][patch]
+        assert sorted(scores) == ["16", "8"]
+        for row in scores.values():
+            assert row["num_patches"] == 2  # one grid patch per 300-px image, no shifted grid
+            assert np.isfinite(row["fid"]) and row["fid"] > -1e-6
+            assert np.isfinite(row["kid_mean"]) and np.isfinite(row["kid_std"])
+    assert all(np.isfinite(row["fid_299"]) for row in results["levels"])
+    assert (out / "rd_fid_299.png").is_file() and (out / "rd_kid_256_mean.png").is_file()

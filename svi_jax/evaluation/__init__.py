@@ -24,6 +24,8 @@ from svi_jax.evaluation.sources import (
     load_dataset,
     load_model,
 )
+from svi_jax.metrics import inception
+from svi_jax.torch_file import TorchFileError
 
 __all__ = [
     "IMAGE_METRICS",
@@ -42,19 +44,28 @@ __all__ = [
 
 
 def load_feature_fn(path: str | None):
-    """The FID/KID feature network from a user's Python file, or None.
+    """The FID/KID feature network named by `--inception`, or None.
 
-    No Inception weights ship with svi_jax (none are available offline), so `--inception` names
-    a Python file that defines `feature_fn(patches)`: uint8 (N, p, p, 3) -> (N, 2048) pool3
-    features, doing its own resizing to 299 and input scaling (as pytorch-fid does).
+    A weights file (pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, read without torch,
+    or an .npz of the same state dict) gives pytorch-fid's FID InceptionV3
+    (`svi_jax.metrics.inception`). A `.py` file may instead define its own
+    `feature_fn(patches)`: uint8 (N, p, p, 3) -> (N, D), resizing and scaling as it needs.
     """
     if not path:
         return None
     file = pathlib.Path(path)
-    if not file.is_file() or file.suffix != ".py":
-        raise EvalInputError(
-            f"--inception {path}: expected a .py file defining feature_fn(uint8 NHWC) -> (N, 2048)"
-        )
+    if not file.is_file():
+        raise EvalInputError(f"--inception {path}: no such file")
+    if file.suffix == ".py":
+        return _load_python_feature_fn(file)
+    try:
+        params = inception.load_inception_params(file)
+    except (inception.InceptionWeightsError, TorchFileError) as error:
+        raise EvalInputError(f"--inception {path}: {error}") from None
+    return inception.make_feature_fn(params)
+
+
+def _load_python_feature_fn(file: pathlib.Path):
     spec = importlib.util.spec_from_file_location("_svi_eval_inception", file)
     module = importlib.util.module_from_spec(spec)
     try:

@@ -16,10 +16,9 @@ Definitions (METRICS.md §3):
     p×p patches, then, if both sides are ≥ 1.5·p, again after dropping p//2 rows and columns
     at the top-left (the half-patch-shifted grid, as NeuralCompression's `update_patch_fid`).
 
-The Inception network is not part of this module: pass any `feature_fn(uint8 NHWC batch) ->
-(N, 2048)` callable. TODO: METRICS.md documents no Inception weight format, so there is no
-loader for pytorch-fid's FID Inception weights here; plug one in through `feature_fn`
-(it must do its own resizing to 299×299 and input scaling, as pytorch-fid does).
+The feature network is a parameter: any `feature_fn(uint8 NHWC batch) -> (N, D)` callable.
+`svi_jax.metrics.inception.make_feature_fn` gives pytorch-fid's FID InceptionV3 (it resizes
+each patch to 299×299 itself, as pytorch-fid does).
 """
 
 from __future__ import annotations

@@ -1,0 +1,226 @@
+"""Reads `torch.save` files without torch: nested dicts/lists of tensors become numpy arrays.
+
+Why: the official ProgSIC checkpoints and pytorch-fid's FID Inception weights are `.pth`
+files, and torch is a multi-gigabyte install that svi_jax does not otherwise need.
+
+Both on-disk layouts are read:
+  * zip (torch >= 1.6): `<root>/data.pkl` is a pickle whose tensors point, through persistent
+    ids ("storage", storage class, key, location, numel), at raw little-endian buffers
+    `<root>/data/<key>`; `<root>/byteorder` says "big" for big-endian writers.
+  * legacy (torch < 1.6, e.g. pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`): three
+    small pickles (magic number, protocol version, system info), the main pickle (persistent
+    ids ("storage", storage class, key, location, numel, view metadata)), a pickled list of
+    storage keys, then per key an int64 element count followed by the raw data.
+
+Like `torch.load(weights_only=True)`, only a whitelist of globals is accepted (tensors,
+parameters, storages, OrderedDict), so loading a file never runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class TorchFileError(ValueError):
+    """A file that is not a readable `torch.save` state dict."""
+
+
+class _StorageType:
+    """Stands in for torch.FloatStorage & co. inside the pickle: only its dtype matters."""
+
+    def __init__(self, name: str):
+        if name == "BFloat16Storage":
+            import ml_dtypes  # installed with jax
+
+            self.dtype = np.dtype(ml_dtypes.bfloat16)
+        elif name in _STORAGE_DTYPES:
+            self.dtype = np.dtype(_STORAGE_DTYPES[name])
+        else:
+            raise TorchFileError(f"unsupported tensor storage type torch.{name}")
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_):
+    """torch._utils._rebuild_tensor_v2: a strided view of a 1-D storage, copied out.
+
+    A None storage (the legacy reader's first pass) gives None.
+    """
+    if storage is None:
+        return None
+    size, stride = tuple(size), tuple(stride)
+    if not size:
+        return np.array(storage[storage_offset])
+    itemsize = storage.dtype.itemsize
+    end = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
+    if any(n == 0 for n in size):
+        return np.zeros(size, storage.dtype)
+    if storage_offset < 0 or end > storage.size:
+        raise TorchFileError("a tensor reaches outside its storage: the file is corrupt")
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], size, [s * itemsize for s in stride], writeable=False
+    )
+    return np.ascontiguousarray(view)
+
+
+def _np_scalar(dtype, data=None):
+    """numpy's pickled scalar: raw bytes of one value of `dtype`."""
+    return np.frombuffer(data, dtype)[0] if data is not None else dtype.type()
+
+
+def _rebuild_parameter(data, *_):
+    return data
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): OrderedDict,
+    # numpy scalars and dtypes (e.g. a best loss kept in a training checkpoint): plain data.
+    ("numpy.core.multiarray", "scalar"): _np_scalar,
+    ("numpy._core.multiarray", "scalar"): _np_scalar,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, load_storage):
+        super().__init__(file)
+        self._load_storage = load_storage
+
+    def find_class(self, module, name):
+        if module == "torch" and name.endswith("Storage"):
+            return _StorageType(name)
+        try:
+            return _ALLOWED_GLOBALS[module, name]
+        except KeyError:
+            raise TorchFileError(
+                f"the file holds a {module}.{name} object; only tensors, dicts and lists "
+                "are read (save a plain state_dict)"
+            ) from None
+
+    def persistent_load(self, pid):
+        if not isinstance(pid, tuple) or pid[0] != "storage":
+            raise TorchFileError(f"unexpected persistent id {pid!r}")
+        storage_type, key, _location, numel = pid[1:5]
+        if not isinstance(storage_type, _StorageType):
+            raise TorchFileError(f"unexpected storage type {storage_type!r}")
+        storage = self._load_storage(str(key), storage_type.dtype, int(numel))
+        view = pid[5] if len(pid) > 5 else None
+        # Legacy storage views: (view key, offset, size).
+        if view is not None and storage is not None:
+            _view_key, offset, view_size = view
+            storage = storage[offset : offset + view_size]
+        return storage
+
+
+def _load_zip(path: str):
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pickles) != 1:
+            raise TorchFileError(f"{path}: a zip file but not a torch.save archive")
+        root = pickles[0][: -len("data.pkl")]
+        big_endian = False
+        if f"{root}byteorder" in names:
+            big_endian = archive.read(f"{root}byteorder").strip() == b"big"
+
+        def load_storage(key, dtype, numel):
+            raw = archive.read(f"{root}data/{key}")
+            dt = dtype.newbyteorder(">") if big_endian else dtype
+            if len(raw) < numel * dt.itemsize:
+                raise TorchFileError(f"{path}: storage {key} is truncated")
+            return np.frombuffer(raw, dt, count=numel).astype(dtype)
+
+        with archive.open(pickles[0]) as f:
+            return _Unpickler(f, load_storage).load()
+
+
+def _load_legacy(path: str):
+    with open(path, "rb") as f:
+        try:
+            magic = pickle.load(f)
+            protocol = pickle.load(f)
+            pickle.load(f)  # system info: endianness and type sizes of the writer
+        except Exception:
+            raise TorchFileError(f"{path}: not a PyTorch file") from None
+        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
+            raise TorchFileError(f"{path}: not a PyTorch file (bad magic number)")
+        # The storages' bytes follow the main pickle, so it is read twice: once to learn each
+        # storage's dtype (tensors come out as None), then again with the data in hand.
+        main_pickle = f.tell()
+        dtypes: dict[str, np.dtype] = {}
+
+        def record_dtype(key, dtype, numel):
+            dtypes[key] = dtype
+
+        _Unpickler(f, record_dtype).load()
+        storages = {}
+        for key in pickle.load(f):
+            (count,) = struct.unpack("<q", f.read(8))
+            dtype = dtypes.get(key, np.dtype(np.uint8))
+            raw = f.read(count * dtype.itemsize)
+            if len(raw) != count * dtype.itemsize:
+                raise TorchFileError(f"{path}: storage {key} is truncated")
+            storages[key] = np.frombuffer(raw, dtype)
+        f.seek(main_pickle)
+
+        def load_storage(key, dtype, numel):
+            if key not in storages:
+                raise TorchFileError(f"{path}: storage {key} is missing")
+            return storages[key]
+
+        return _Unpickler(f, load_storage).load()
+
+
+def load_torch_file(path: str | os.PathLike):
+    """The object `torch.save` wrote to `path`, with every tensor as a numpy array.
+
+    Raises TorchFileError (a ValueError) for files that are not torch.save output, are
+    truncated, or hold objects other than tensors, dicts, lists and numbers.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        return _load_legacy(path)
+    except (TorchFileError, FileNotFoundError):
+        raise
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, KeyError) as e:
+        raise TorchFileError(f"{path}: not a readable PyTorch file ({e})") from None
+
+
+def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat {name: array} state dict from a .pth file; unwraps {"state_dict": ...} wrappers."""
+    obj = load_torch_file(path)
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict):
+        raise TorchFileError(f"{os.fspath(path)}: holds a {type(obj).__name__}, not a state dict")
+    return {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
