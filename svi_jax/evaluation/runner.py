@@ -281,11 +281,9 @@ def evaluate(
             }
         )
         if feature_fn is not None:
+            firsts = [recs[k * m_samples] for k in range(len(levels))]  # seed 0 of each level
             for p in settings.fid_patch_sizes:
-                _add_features(fid_real[p], [image], feature_fn, p)
-                for k, level in enumerate(levels):
-                    feats = fid_fake.setdefault((p, level), [])
-                    _add_features(feats, [recs[k * m_samples]], feature_fn, p)
+                _add_features(fid_real, fid_fake, feature_fn, p, image, firsts, levels)
         if index < settings.grid_images:
             extra = [(lvl, m) for lvl in levels for m in range(m_samples, seeds)]
             more = worker.synthesize(y_buf, hyper, extra, uniforms)[:, :h, :w] if extra else []
@@ -307,11 +305,17 @@ def evaluate(
     )
 
 
-def _add_features(store: list, images: list, feature_fn, patch_size: int) -> None:
+def _add_features(real, fake, feature_fn, patch_size, image, recs, levels) -> None:
+    """Patch features of one image and its reconstructions, in shared fixed-size batches
+    (so a jitted feature network compiles for one batch shape, not one per image)."""
     try:
-        store.append(patch_features(images, feature_fn, patch_size))
+        feats = patch_features([image, *recs], feature_fn, patch_size)
     except ValueError:  # image smaller than a patch: contributes nothing
-        pass
+        return
+    per_image = feats.reshape(len(recs) + 1, -1, feats.shape[-1])
+    real[patch_size].append(per_image[0])
+    for level, level_feats in zip(levels, per_image[1:], strict=True):
+        fake.setdefault((patch_size, level), []).append(level_feats)
 
 
 def _fid_kid(settings, levels, real, fake, feature_fn, notes) -> dict:
