@@ -87,6 +87,36 @@ def _unit_normalize(f):
     return f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + 1e-10)
 
 
+def lpips_features(params: dict, x: jax.Array, net: str = "alex") -> list[jax.Array]:
+    """The unit-normalised trunk features LPIPS compares, for NHWC images in [0, 1].
+
+    Computing a reference image's features once and comparing many reconstructions against
+    them (`lpips_from_features`) is what the evaluation does.
+    """
+    feats_fn = _alex_features if net == "alex" else _vgg_features
+    x = (x * 2.0 - 1.0 - _SHIFT) / _SCALE
+    return [_unit_normalize(f) for f in feats_fn(params["trunk"], x)]
+
+
+def lpips_from_features(
+    params: dict,
+    fx: Sequence[jax.Array],
+    fy: Sequence[jax.Array],
+    dropout_masks: Sequence[jax.Array] | None = None,
+) -> jax.Array:
+    """LPIPS per image from `lpips_features` of both sides (shapes broadcast on the batch)."""
+    total = 0.0
+    for k, (a, b) in enumerate(zip(fx, fy, strict=True)):
+        d = (a - b) ** 2
+        if dropout_masks is not None:
+            d = d * dropout_masks[k].astype(d.dtype) * 2.0
+        head = jnp.einsum(
+            "bhwc,c->bhw", d, params["heads"][k][0, 0, :, 0], precision=jax.lax.Precision.HIGHEST
+        )
+        total = total + jnp.mean(head, axis=(1, 2))
+    return total
+
+
 def lpips_distance(
     params: dict,
     x: jax.Array,
@@ -100,18 +130,9 @@ def lpips_distance(
     NHWC) reproducing the official training-mode Dropout(p=0.5) on the head inputs:
     d_k -> d_k * mask_k * 2.
     """
-    feats_fn = _alex_features if net == "alex" else _vgg_features
     n = x.shape[0]
-    both = jnp.concatenate([x, y], axis=0) * 2.0 - 1.0
-    both = (both - _SHIFT) / _SCALE
-    total = jnp.zeros((n,), x.dtype)
-    for k, f in enumerate(feats_fn(params["trunk"], both)):
-        f = _unit_normalize(f)
-        d = (f[:n] - f[n:]) ** 2
-        if dropout_masks is not None:
-            d = d * dropout_masks[k].astype(d.dtype) * 2.0
-        head = jnp.einsum(
-            "bhwc,c->bhw", d, params["heads"][k][0, 0, :, 0], precision=jax.lax.Precision.HIGHEST
-        )
-        total = total + jnp.mean(head, axis=(1, 2))
-    return total
+    # One trunk pass over both batches: one set of convolutions to compile and run.
+    feats = lpips_features(params, jnp.concatenate([x, y], axis=0), net)
+    return lpips_from_features(
+        params, [f[:n] for f in feats], [f[n:] for f in feats], dropout_masks
+    )

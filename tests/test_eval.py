@@ -233,6 +233,13 @@ def test_bad_inputs(workdir, tmp_path, capsys):
     (bad / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     rc, err = _run(["--checkpoint", ckpt, "--data", str(bad)], capsys)
     assert rc == 2 and "zz_broken.png" in err
+    small = tmp_path / "small"
+    save_png(small / "sliver.png", picture(12, 40, 0))
+    rc, err = _run(
+        ["--checkpoint", ckpt, "--data", str(small), "--out", str(tmp_path / "o")], capsys
+    )
+    assert rc == 2 and "sliver.png" in err and "too small" in err
+    assert not (tmp_path / "o").exists()
     rc, err = _run(["--checkpoint", str(tmp_path / "nope"), "--data", str(bad)], capsys)
     assert rc == 2 and "not found" in err
     paper = str(ROOT / "configs" / "paper.py")

@@ -372,3 +372,29 @@ def test_fid_kid_from_images_pipeline() -> None:
     kid_mean, _, _ = metrics.kid_from_features(real_feat, fake_feat, num_subsets=5)
     np.testing.assert_allclose(result["kid_mean"], kid_mean)
     assert max(calls) <= 64
+
+
+def test_reference_features_once_for_many_reconstructions(ref: dict, dists_params: dict) -> None:
+    """The evaluation computes the original's LPIPS/DISTS features once and compares a batch
+    of reconstructions with them (batch 1 broadcast against N): same values as pairwise."""
+    from svi_jax import lpips
+
+    x, y = _pair(ref, 0)
+    recs = jnp.concatenate([y, x, jnp.flip(y, axis=1)])  # three "reconstructions" of x
+    refs = jnp.broadcast_to(x, recs.shape)
+    with jax.default_matmul_precision("highest"):
+        fx, fy = metrics.dists_features(dists_params, x), metrics.dists_features(dists_params, recs)
+        cached = metrics.dists_from_features(dists_params, fx, fy)
+        np.testing.assert_allclose(
+            cached, metrics.dists_distance(dists_params, refs, recs), atol=1e-6
+        )
+        for net in ("alex", "vgg"):
+            params = lpips.load_lpips_params(net)
+            cached = lpips.lpips_from_features(
+                params,
+                lpips.lpips_features(params, x, net),
+                lpips.lpips_features(params, recs, net),
+            )
+            direct = lpips.lpips_distance(params, refs, recs, net)
+            np.testing.assert_allclose(cached, direct, atol=1e-6)
+            assert abs(float(cached[1])) < 1e-6 and float(cached[0]) > 0.1  # x vs x; x vs y

@@ -27,9 +27,11 @@ from svi_jax.codec import format as fmt
 from svi_jax.entropy_models import bits, gaussian_likelihood
 from svi_jax.evaluation.sources import Dataset, EvalInputError, ModelSource
 from svi_jax.forward import compose_level_latent, encode_latents, pad_to_multiple, sample_details
-from svi_jax.lpips import load_lpips_params, lpips_distance
+from svi_jax.lpips import load_lpips_params, lpips_features, lpips_from_features
 from svi_jax.metrics import (
-    dists_distance,
+    DISTS_MIN_SIZE,
+    dists_features,
+    dists_from_features,
     fid_from_features,
     kid_from_features,
     load_dists_params,
@@ -90,16 +92,36 @@ def _synthesize(model: ProgressiveSIC, params, y_hat, hyper, levels, uniforms):
     return jnp.round(x * 255.0).astype(jnp.uint8)
 
 
+@jax.jit
+def _reference_features(nets, reference):
+    """LPIPS and DISTS features of the original (uint8 (1, H, W, 3)): computed once per image,
+    compared with every level's reconstruction."""
+    ref = reference.astype(jnp.float32) / 255.0
+    return {
+        "lpips_alex": lpips_features(nets["lpips_alex"], ref, "alex"),
+        "lpips_vgg": lpips_features(nets["lpips_vgg"], ref, "vgg"),
+        "dists": dists_features(nets["dists"], ref),
+    }
+
+
 @functools.partial(jax.jit, static_argnames="with_ms_ssim")
-def _image_metrics(nets, reference, reconstructions, with_ms_ssim: bool):
+def _image_metrics(nets, reference, reference_features, reconstructions, with_ms_ssim: bool):
     """Per-reconstruction metrics; reference uint8 (1, H, W, 3), reconstructions (B, H, W, 3)."""
     rec = reconstructions.astype(jnp.float32) / 255.0
     ref = jnp.broadcast_to(reference.astype(jnp.float32) / 255.0, rec.shape)
+    feats = reference_features
+
+    def lpips(net):
+        rec_feats = lpips_features(nets[f"lpips_{net}"], rec, net)
+        return lpips_from_features(nets[f"lpips_{net}"], feats[f"lpips_{net}"], rec_feats)
+
     out = {
         "psnr": psnr(ref, rec, data_range=1.0),
-        "lpips_alex": lpips_distance(nets["lpips_alex"], ref, rec, "alex"),
-        "lpips_vgg": lpips_distance(nets["lpips_vgg"], ref, rec, "vgg"),
-        "dists": dists_distance(nets["dists"], ref, rec),
+        "lpips_alex": lpips("alex"),
+        "lpips_vgg": lpips("vgg"),
+        "dists": dists_from_features(
+            nets["dists"], feats["dists"], dists_features(nets["dists"], rec)
+        ),
     }
     if with_ms_ssim:
         out["ms_ssim"] = ms_ssim(ref, rec, 1.0, MS_SSIM_WINDOW, MS_SSIM_SIGMA)
@@ -166,8 +188,9 @@ class _ImageEvaluator:
         with_ms = min(h, w) >= ms_ssim_min_size(MS_SSIM_SCALES, MS_SSIM_WINDOW)
         values: dict[str, list] = {}
         ref = jnp.asarray(image)[None]
+        ref_feats = _reference_features(self.nets, ref)
         for chunk, n in _chunks(list(recs), self.settings.metric_batch):
-            out = _image_metrics(self.nets, ref, jnp.asarray(np.stack(chunk)), with_ms)
+            out = _image_metrics(self.nets, ref, ref_feats, jnp.asarray(np.stack(chunk)), with_ms)
             for key, v in out.items():
                 values.setdefault(key, []).append(np.asarray(v, np.float64)[:n])
             on_done(n)
@@ -220,6 +243,10 @@ def evaluate(
     bar = tqdm(total=len(dataset) * len(levels) * m_samples, disable=not progress, unit="rec")
     for index, (name, image) in enumerate(dataset):
         h, w = image.shape[:2]
+        if min(h, w) < DISTS_MIN_SIZE:
+            raise EvalInputError(
+                f"{name}: {h}x{w} px is too small to evaluate (DISTS needs {DISTS_MIN_SIZE} px)"
+            )
         bar.set_description(f"{name} ({index + 1}/{len(dataset)})")
         t0 = time.perf_counter()
         data = codec.compress(image, level=top, seed=settings.seed)

@@ -8,7 +8,14 @@ Reference values and tolerances: shared/reference/METRICS.md (tests/test_metrics
 LPIPS lives in `svi_jax.lpips` (it doubles as a training loss).
 """
 
-from svi_jax.metrics.dists import dists_distance, dists_features, l2_pool, load_dists_params
+from svi_jax.metrics.dists import (
+    DISTS_MIN_SIZE,
+    dists_distance,
+    dists_features,
+    dists_from_features,
+    l2_pool,
+    load_dists_params,
+)
 from svi_jax.metrics.fid_kid import (
     extract_patches,
     feature_statistics,
@@ -32,11 +39,13 @@ from svi_jax.metrics.structural import (
 )
 
 __all__ = [
+    "DISTS_MIN_SIZE",
     "MS_SSIM_VARIANTS",
     "MS_SSIM_WEIGHTS",
     "SSIM_DEFINITIONS",
     "dists_distance",
     "dists_features",
+    "dists_from_features",
     "extract_patches",
     "feature_statistics",
     "fid_from_features",

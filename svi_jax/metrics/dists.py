@@ -40,6 +40,8 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # DISTS' stabilising constants (c1 = c2 in the paper's notation) and the L2-pool epsilon.
 _C = 1e-6
 _L2POOL_EPS = 1e-12
+# Smallest image side for which relu5_3 (after four stride-2 L2 pools) still has a pixel.
+DISTS_MIN_SIZE = 16
 
 
 def default_vgg16_path() -> Path:
@@ -151,29 +153,38 @@ def dists_distance(params: Params, x: Array, y: Array) -> Array:
     Images must be at least 16 px on each side so that relu5_3 has a pixel.
     """
     check_image_pair(x, y, "dists_distance")
-    if min(x.shape[1], x.shape[2]) < 16:
-        raise ValueError(f"DISTS needs images of at least 16x16 px, got {x.shape[1:3]}")
+    _check_dists_size(x)
     logging.info("Tracing dists_distance for shape %s %s", x.shape, x.dtype)
     n = x.shape[0]
     # One trunk pass over both images: one set of convolutions to compile and run.
     features = dists_features(params, jnp.concatenate([x, y], axis=0))
-    alpha = params["alpha"].astype(x.dtype)
-    beta = params["beta"].astype(x.dtype)
+    return dists_from_features(params, [f[:n] for f in features], [f[n:] for f in features])
+
+
+def _check_dists_size(x: Array) -> None:
+    if min(x.shape[1], x.shape[2]) < DISTS_MIN_SIZE:
+        raise ValueError(f"DISTS needs images of at least 16x16 px, got {x.shape[1:3]}")
+
+
+def dists_from_features(params: Params, fx: list[Array], fy: list[Array]) -> Array:
+    """DISTS per image from `dists_features` of both sides (batch sizes 1 and N broadcast),
+    so a reference image's features can be computed once for many reconstructions."""
+    alpha = params["alpha"].astype(fy[0].dtype)
+    beta = params["beta"].astype(fy[0].dtype)
     weight_sum = jnp.sum(alpha) + jnp.sum(beta)
     splits = np.cumsum(FEATURE_CHANNELS)[:-1]
     alphas = jnp.split(alpha / weight_sum, splits)
     betas = jnp.split(beta / weight_sum, splits)
-    similarity = jnp.zeros((n,), x.dtype)
-    for f, a, b in zip(features, alphas, betas, strict=True):
-        fx, fy = f[:n], f[n:]
-        mean_x, mean_y = _spatial_mean(fx), _spatial_mean(fy)
+    similarity = 0.0
+    for f_x, f_y, a, b in zip(fx, fy, alphas, betas, strict=True):
+        mean_x, mean_y = _spatial_mean(f_x), _spatial_mean(f_y)
         # Texture: compare the channel means.
         s1 = (2.0 * mean_x * mean_y + _C) / (mean_x**2 + mean_y**2 + _C)
         # Structure: compare variances and covariance (computed as in DISTS_pytorch: two-pass
         # variances, one-pass covariance).
-        var_x = _spatial_mean(jnp.square(fx - mean_x[:, None, None, :]))
-        var_y = _spatial_mean(jnp.square(fy - mean_y[:, None, None, :]))
-        cov_xy = _spatial_mean(fx * fy) - mean_x * mean_y
+        var_x = _spatial_mean(jnp.square(f_x - mean_x[:, None, None, :]))
+        var_y = _spatial_mean(jnp.square(f_y - mean_y[:, None, None, :]))
+        cov_xy = _spatial_mean(f_x * f_y) - mean_x * mean_y
         s2 = (2.0 * cov_xy + _C) / (var_x + var_y + _C)
         similarity = similarity + jnp.sum(a * s1, axis=-1) + jnp.sum(b * s2, axis=-1)
     return 1.0 - similarity
