@@ -6,10 +6,13 @@ model for the rate estimate, then the 16 level syntheses in one batch (`--synthe
 traced so one compilation serves all levels; each pass runs g_a, h_a, h_s, context, g_s and the
 re-analysis of the reconstruction). Both are jitted, compiled before timing, measured in the same
 process on the same image; metrics are left out of both (identical work). The real range coder
-is timed separately with --with-codec (the official code has none).
+is timed separately with --with-codec (the official code has none). --with-metrics times the
+per-image metrics of the 16 reconstructions two ways: eval.py's (the original's LPIPS/DISTS
+features computed once) against pairwise calls that recompute them for every reconstruction.
 
     python benchmarks/eval.py                          # configs/paper.py, 256x256
     python benchmarks/eval.py --config tiny --size 128 --with-codec
+    python benchmarks/eval.py --config tiny --size 512 --synthesis-batch --with-metrics
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import svi_jax  # noqa: E402
 from svi_jax.codec import Codec, detail_uniform  # noqa: E402
+from svi_jax.evaluation import runner  # noqa: E402
 from svi_jax.evaluation.runner import _estimated_bits, _synthesize  # noqa: E402
+from svi_jax.lpips import lpips_distance  # noqa: E402
+from svi_jax.metrics import dists_distance, ms_ssim, psnr  # noqa: E402
 
 
 def _time(fn, repeats: int) -> float:
@@ -50,6 +56,9 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=1, help="timed repeats (best is reported)")
     ap.add_argument("--with-codec", action="store_true", help="also time real encode + decode")
+    ap.add_argument(
+        "--with-metrics", action="store_true", help="also time the metrics (cached vs pairwise)"
+    )
     args = ap.parse_args()
 
     cfg = importlib.import_module(f"configs.{args.config}").get_config()
@@ -86,15 +95,19 @@ def main() -> None:
         (f"ours, synthesis batch {b}", functools.partial(ours, b)) for b in args.synthesis_batch
     ]
     runs.append(("official, 16 separate test passes", official))
+    if not args.synthesis_batch:  # metrics / codec only
+        runs = []
     for name, fn in runs:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         print(f"{name}: first call (compile + run) {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"device: {jax.devices()[0].device_kind}; config {args.config}; {args.size}x{args.size}")
     times = {name: _time(fn, args.repeats) for name, fn in runs}
-    t_official = times[runs[-1][0]]
     for name, seconds in times.items():
+        t_official = times[runs[-1][0]]
         print(f"{name}: {seconds:.2f} s/image, official/this = {t_official / seconds:.2f}x")
+    if args.with_metrics:
+        _time_metrics(image, model.num_slices, args.repeats)
     if args.with_codec:
         codec = Codec(params, cfg)
         codec.decompress(codec.compress(image))  # compile
@@ -104,6 +117,54 @@ def main() -> None:
         codec.decode_symbols(data)
         t2 = time.perf_counter()
         print(f"real codec: encode {t1 - t0:.2f} s, entropy-decode all levels {t2 - t1:.2f} s")
+
+
+@functools.partial(jax.jit, static_argnames="with_ms_ssim")
+def _pairwise_metrics(nets, reference, reconstructions, with_ms_ssim):
+    """The straightforward form: every metric call sees (original, reconstruction) pairs."""
+    rec = reconstructions.astype(jnp.float32) / 255.0
+    ref = jnp.broadcast_to(reference.astype(jnp.float32) / 255.0, rec.shape)
+    out = {
+        "psnr": psnr(ref, rec, data_range=1.0),
+        "lpips_alex": lpips_distance(nets["lpips_alex"], ref, rec, "alex"),
+        "lpips_vgg": lpips_distance(nets["lpips_vgg"], ref, rec, "vgg"),
+        "dists": dists_distance(nets["dists"], ref, rec),
+    }
+    if with_ms_ssim:
+        out["ms_ssim"] = ms_ssim(ref, rec, 1.0, runner.MS_SSIM_WINDOW, runner.MS_SSIM_SIGMA)
+    return out
+
+
+def _time_metrics(image: np.ndarray, count: int, repeats: int, batch: int = 4) -> None:
+    nets = runner.load_metric_networks()
+    rng = np.random.RandomState(1)
+    noise = rng.randint(-20, 21, (count, *image.shape))
+    recs = np.clip(image[None].astype(int) + noise, 0, 255).astype(np.uint8)
+    ref = jnp.asarray(image)[None]
+    with_ms = min(image.shape[:2]) >= 161
+
+    def cached():
+        feats = runner._reference_features(nets, ref)
+        return [
+            runner._image_metrics(nets, ref, feats, jnp.asarray(recs[i : i + batch]), with_ms)
+            for i in range(0, count, batch)
+        ]
+
+    def pairwise():
+        return [
+            _pairwise_metrics(nets, ref, jnp.asarray(recs[i : i + batch]), with_ms)
+            for i in range(0, count, batch)
+        ]
+
+    a, b = jax.block_until_ready((cached(), pairwise()))  # compile both
+    for key in a[0]:  # same numbers both ways
+        np.testing.assert_allclose(a[0][key], b[0][key], rtol=1e-4, atol=1e-5)
+    t_cached, t_pairwise = _time(cached, repeats), _time(pairwise, repeats)
+    print(
+        f"metrics of {count} reconstructions ({image.shape[0]}x{image.shape[1]}, batch {batch}): "
+        f"original's features once {t_cached:.2f} s, pairwise {t_pairwise:.2f} s, "
+        f"pairwise/once = {t_pairwise / t_cached:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def lpips_from_features(
     """LPIPS per image from `lpips_features` of both sides (shapes broadcast on the batch)."""
     total = 0.0
     for k, (a, b) in enumerate(zip(fx, fy, strict=True)):
+        a, b = jnp.broadcast_arrays(a, b)  # explicit, as in dists_from_features (XLA:CPU)
         d = (a - b) ** 2
         if dropout_masks is not None:
             d = d * dropout_masks[k].astype(d.dtype) * 2.0

@@ -177,14 +177,21 @@ def dists_from_features(params: Params, fx: list[Array], fy: list[Array]) -> Arr
     betas = jnp.split(beta / weight_sum, splits)
     similarity = 0.0
     for f_x, f_y, a, b in zip(fx, fy, alphas, betas, strict=True):
+        # Broadcast explicitly: XLA:CPU (jax 0.10.2) miscomputes a jitted mean-of-a-mean over
+        # a product whose batch axis is broadcast implicitly (errors of 1-40% on batch rows
+        # ≥ 2; see the note in tests/test_metrics.py).
+        f_x, f_y = jnp.broadcast_arrays(f_x, f_y)
         mean_x, mean_y = _spatial_mean(f_x), _spatial_mean(f_y)
         # Texture: compare the channel means.
         s1 = (2.0 * mean_x * mean_y + _C) / (mean_x**2 + mean_y**2 + _C)
-        # Structure: compare variances and covariance (computed as in DISTS_pytorch: two-pass
-        # variances, one-pass covariance).
-        var_x = _spatial_mean(jnp.square(f_x - mean_x[:, None, None, :]))
-        var_y = _spatial_mean(jnp.square(f_y - mean_y[:, None, None, :]))
-        cov_xy = _spatial_mean(f_x * f_y) - mean_x * mean_y
+        # Structure: compare variances and covariance, all from centred features (DISTS_pytorch
+        # computes the covariance in one pass, E[xy] − E[x]E[y], which cancels in float32 on
+        # large, smooth feature maps; the centred form agrees with float64 to ~1e-7).
+        centred_x = f_x - mean_x[:, None, None, :]
+        centred_y = f_y - mean_y[:, None, None, :]
+        var_x = _spatial_mean(jnp.square(centred_x))
+        var_y = _spatial_mean(jnp.square(centred_y))
+        cov_xy = _spatial_mean(centred_x * centred_y)
         s2 = (2.0 * cov_xy + _C) / (var_x + var_y + _C)
         similarity = similarity + jnp.sum(a * s1, axis=-1) + jnp.sum(b * s2, axis=-1)
     return 1.0 - similarity
