@@ -21,7 +21,7 @@ import numpy as np
 
 from svi_jax.context import context_mask
 from svi_jax.model import ProgressiveSIC, init_params
-from svi_jax.torch_file import TorchFileError, load_torch_state_dict
+from svi_jax.torch_file import TorchFileError, load_state_dict_file
 
 
 class CheckpointImportError(ValueError):
@@ -107,16 +107,12 @@ def load_state_dict(source: str | os.PathLike | Mapping[str, np.ndarray]) -> dic
         path = os.fspath(source)
         if not os.path.exists(path):
             raise CheckpointImportError(f"checkpoint file not found: {path}")
-        if path.endswith(".npz"):
-            with np.load(path) as f:
-                items = {k: f[k] for k in f.files}
-        elif path.endswith((".pth", ".pt", ".ckpt")):
-            try:
-                items = load_torch_state_dict(path)  # no torch needed
-            except TorchFileError as e:
-                raise CheckpointImportError(str(e)) from None
-        else:
+        if not path.endswith((".npz", ".pth", ".pt", ".ckpt")):
             raise CheckpointImportError(f"unsupported checkpoint format: {path} (.npz or .pth)")
+        try:
+            items = load_state_dict_file(path)  # .pth read without torch
+        except TorchFileError as e:
+            raise CheckpointImportError(str(e)) from None
     if any(k.startswith("w/") for k in items):
         items = {k[2:]: v for k, v in items.items() if k.startswith("w/")}
     return {k.removeprefix("module."): np.asarray(v) for k, v in items.items()}

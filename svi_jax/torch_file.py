@@ -224,3 +224,17 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
         raise TorchFileError(f"{os.fspath(path)}: holds a {type(obj).__name__}, not a state dict")
     return {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat {name: array} state dict from an `.npz` of arrays or any `torch.save` file."""
+    path = os.fspath(path)
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise TorchFileError(f"{path}: not a readable .npz ({e})") from None
+    return load_torch_state_dict(path)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from svi_jax.torch_file import load_torch_state_dict
+from svi_jax.torch_file import load_state_dict_file
 
 Array = jax.Array
 Params = dict
@@ -139,15 +139,7 @@ def inception_params_from_state_dict(state_dict: Mapping[str, np.ndarray]) -> Pa
 
 def load_inception_params(path: str | os.PathLike) -> Params:
     """Params from pytorch-fid's `pt_inception-*.pth` (read without torch) or an .npz."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no Inception weights file at {path}")
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            state_dict = {k: data[k] for k in data.files}
-    else:
-        state_dict = load_torch_state_dict(path)
-    params = inception_params_from_state_dict(state_dict)
+    params = inception_params_from_state_dict(load_state_dict_file(path))
     if params["Mixed_7c.branch_pool"]["kernel"].shape[2:] != (2048, 192):
         raise InceptionWeightsError(f"{path}: Mixed_7c has the wrong shape for InceptionV3")
     return params
