@@ -308,6 +308,8 @@ def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monke
     assert rc == 0, err
     results = json.loads((out / "results.json").read_text())
     assert not any("FID/KID" in note for note in results["notes"])
+    network = results["settings"]["fid_network"]
+    assert "InceptionV3" in network["network"] and len(network["sha256"]) == 64
     for patch in ("299", "256"):
         scores = results["fid_kid"][patch]
         assert sorted(scores) == ["16", "8"]

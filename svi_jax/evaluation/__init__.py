@@ -9,6 +9,7 @@ results_per_image.csv, rd_<metric>.png (svi_jax.evaluation.plots) and grid.png.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import pathlib
 
@@ -57,12 +58,22 @@ def load_feature_fn(path: str | None):
     if not file.is_file():
         raise EvalInputError(f"--inception {path}: no such file")
     if file.suffix == ".py":
-        return _load_python_feature_fn(file)
-    try:
-        params = inception.load_inception_params(file)
-    except (inception.InceptionWeightsError, TorchFileError) as error:
-        raise EvalInputError(f"--inception {path}: {error}") from None
-    return inception.make_feature_fn(params)
+        fn = _load_python_feature_fn(file)
+        network = f"feature_fn of {file.name}"
+    else:
+        try:
+            fn = inception.make_feature_fn(inception.load_inception_params(file))
+        except (inception.InceptionWeightsError, TorchFileError) as error:
+            raise EvalInputError(f"--inception {path}: {error}") from None
+        network = "pytorch-fid 0.3.0 FID InceptionV3 (svi_jax.metrics.inception)"
+
+    def feature_fn(patches):
+        return fn(patches)
+
+    # Recorded in results.json: FIDs from different networks or weights do not compare.
+    sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+    feature_fn.description = {"network": network, "file": str(file), "sha256": sha256}
+    return feature_fn
 
 
 def _load_python_feature_fn(file: pathlib.Path):

@@ -5,7 +5,8 @@ results.json (schema "svi_jax.eval/1"):
   checkpoint {path, kind: export|official, params_hash}
   config: the full ml_collections config as a dict
   dataset {source, num_images, names}
-  settings {levels, samples, seed, ms_ssim {scales, window, sigma}, fid_patch_sizes, kid {...}}
+  settings {levels, samples, seed, ms_ssim {scales, window, sigma}, fid_patch_sizes, kid {...},
+            fid_network {network, file, sha256} or null}
   metrics: the per-image metric names (IMAGE_METRICS)
   levels: one row per level, means over images (NaN-aware; NaNs of tiny images skipped):
     {level, bpp, bpp_payload, bpp_est, <metric>..., [<metric>_sample_std: mean over images of
@@ -121,6 +122,7 @@ def build_results(
             "ms_ssim": {"scales": MS_SSIM_SCALES, "window": MS_SSIM_WINDOW, "sigma": MS_SSIM_SIGMA},
             "fid_patch_sizes": list(settings.fid_patch_sizes),
             "kid": {"subsets": settings.kid_subsets, "subset_size": settings.kid_subset_size},
+            "fid_network": res.get("fid_network"),
         },
         "metrics": list(IMAGE_METRICS),
         "levels": level_means(output),

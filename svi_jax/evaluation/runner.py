@@ -326,6 +326,7 @@ def evaluate(
             "seed": settings.seed,
             "images": rows,
             "fid_kid": fid,
+            "fid_network": getattr(feature_fn, "description", None) if feature_fn else None,
             "notes": notes,
         },
         grid=grid,
