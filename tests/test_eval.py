@@ -319,3 +319,18 @@ def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monke
             assert np.isfinite(row["kid_mean"]) and np.isfinite(row["kid_std"])
     assert all(np.isfinite(row["fid_299"]) for row in results["levels"])
     assert (out / "rd_fid_299.png").is_file() and (out / "rd_kid_256_mean.png").is_file()
+
+
+def test_plot_titles_and_labels():
+    from svi_jax.evaluation import plots
+
+    def results(source):
+        return {"dataset": {"source": source, "num_images": 3}}
+
+    assert plots._title(results("/data/sets/kodak/")) == "kodak (3 images)"
+    assert plots._title(results("tfds:clic/2020:test")) == "tfds:clic/2020:test (3 images)"
+    long = plots._title(results("x" * 60))
+    assert long.startswith("…") and len(long) == 40 + len(" (3 images)")
+    assert plots._label("fid_299") == "FID, 299-px patches ↓"
+    assert plots._label("kid_256_mean") == "KID, 256-px patches ↓"
+    assert plots._label("psnr") == "PSNR (dB) ↑"

@@ -32,6 +32,26 @@ LABELS = {
 }
 
 
+def _label(metric: str) -> str:
+    """Axis label: fid_299 -> "FID, 299-px patches ↓", kid_256_mean -> "KID, 256-px ... ↓"."""
+    if metric in LABELS:
+        return LABELS[metric]
+    kind, _, rest = metric.partition("_")
+    if kind in ("fid", "kid"):
+        return f"{kind.upper()}, {rest.split('_')[0]}-px patches ↓"
+    return metric
+
+
+def _title(results: dict) -> str:
+    """The dataset as a short title: a folder's name, not its full path."""
+    source = str(results["dataset"]["source"])
+    if "/" in source and not source.startswith("tfds:"):
+        source = pathlib.PurePath(source).name or source
+    if len(source) > 40:
+        source = "…" + source[-39:]
+    return f"{source} ({results['dataset']['num_images']} images)"
+
+
 def _finite(xs, ys):
     pts = [(x, y) for x, y in zip(xs, ys, strict=False) if _ok(x) and _ok(y)]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -55,17 +75,19 @@ def plot_metric(results: dict, metric: str, compare: list[dict], path) -> pathli
         ax.errorbar(*zip(*pts, strict=True), fmt="none", ecolor="C0", alpha=0.5, capsize=2)
     xe, ye = _finite([r["bpp_est"] for r in rows], [r.get(metric) for r in rows])
     ax.plot(xe, ye, "--", color="gray", alpha=0.7, label="same, estimated bpp")
-    for row, x, y in zip(rows, xs, ys, strict=False):
-        ax.annotate(
-            str(row["level"]), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points"
-        )
+    for row in rows:
+        x, y = row["bpp"], row.get(metric)
+        if _ok(x) and _ok(y):  # the level next to its own point, NaN rows skipped
+            ax.annotate(
+                str(row["level"]), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
     for ref in compare:
         cx, cy = _finite(ref["curve"]["bpp"], ref["curve"].get(metric, []))
         if cy:
             ax.plot(cx, cy, "s-", markersize=3, label=ref["name"])
     ax.set_xlabel("bits per pixel")
-    ax.set_ylabel(LABELS.get(metric, metric))
-    ax.set_title(f"{results['dataset']['source']} ({results['dataset']['num_images']} images)")
+    ax.set_ylabel(_label(metric))
+    ax.set_title(_title(results))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     buf = io.BytesIO()
