@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="*", default=[], help="reference curves (JSON) to plot")
     p.add_argument(
         "--inception",
-        help="FID/KID network: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz of "
-        "it), or a .py file defining feature_fn; without it FID/KID are skipped",
+        help="FID/KID network: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or an .npz "
+        "of it), or a .py file defining feature_fn; 'none' skips FID/KID. Default: "
+        "$SVI_INCEPTION_WEIGHTS, else pytorch-fid's copy in torch hub's cache if there, else none",
     )
     p.add_argument(
         "--synthesis-batch", type=int, help="syntheses per g_s call (default: 16, 1 on CPU)"
@@ -87,10 +88,16 @@ def main(argv=None) -> int:
     try:
         source = ev.load_model(checkpoint, args.official_checkpoint, args.config)
         dataset = ev.load_dataset(args.data)
-        feature_fn = ev.load_feature_fn(args.inception)
+        inception = args.inception
+        if inception is None:
+            found = ev.find_inception_weights()
+            if found:
+                print(f"FID/KID with {found} (--inception none skips them)", file=sys.stderr)
+            inception = str(found) if found else None
+        feature_fn = None if inception == "none" else ev.load_feature_fn(inception)
         if feature_fn is None:
             print(
-                "FID/KID skipped: give --inception pt_inception-2015-12-05-6726825d.pth "
+                f"FID/KID skipped: give --inception {ev.FID_WEIGHTS_NAME} "
                 "(pytorch-fid's FID weights) to compute them",
                 file=sys.stderr,
             )

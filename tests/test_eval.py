@@ -120,6 +120,8 @@ def e2e(workdir, nets, monkeypatch_module):
             str(workdir / "images"),
             "--out",
             str(out),
+            "--inception",
+            "none",  # even where pytorch-fid's weights sit in torch hub's cache
             "--no-progress",
         ]
     )
@@ -334,3 +336,15 @@ def test_plot_titles_and_labels():
     assert plots._label("fid_299") == "FID, 299-px patches ↓"
     assert plots._label("kid_256_mean") == "KID, 256-px patches ↓"
     assert plots._label("psnr") == "PSNR (dB) ↑"
+
+
+def test_inception_weights_are_found_where_pytorch_fid_keeps_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("SVI_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert ev.find_inception_weights() is None
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / ev.FID_WEIGHTS_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert ev.find_inception_weights() == cached
+    monkeypatch.setenv("SVI_INCEPTION_WEIGHTS", str(tmp_path / "elsewhere.pth"))
+    assert ev.find_inception_weights() == tmp_path / "elsewhere.pth"  # explicit wins

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import pathlib
 
 from svi_jax.evaluation.grid import pick_levels, write_grid
@@ -33,15 +34,36 @@ __all__ = [
     "Dataset",
     "EvalInputError",
     "EvalOutput",
+    "FID_WEIGHTS_NAME",
     "EvalSettings",
     "ModelSource",
     "evaluate",
+    "find_inception_weights",
     "load_config_file",
     "load_dataset",
     "load_feature_fn",
     "load_model",
     "run_evaluation",
 ]
+
+
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def find_inception_weights() -> pathlib.Path | None:
+    """pytorch-fid's FID weights where they already are, or None.
+
+    Looks at $SVI_INCEPTION_WEIGHTS, then torch hub's cache ($TORCH_HOME, else
+    ~/.cache/torch; `hub/checkpoints/`), where pytorch-fid keeps the file it downloaded.
+    """
+    explicit = os.environ.get("SVI_INCEPTION_WEIGHTS")
+    if explicit:
+        return pathlib.Path(explicit)  # a wrong path should fail loudly, not be skipped
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+    )
+    cached = pathlib.Path(torch_home) / "hub" / "checkpoints" / FID_WEIGHTS_NAME
+    return cached if cached.is_file() else None
 
 
 def load_feature_fn(path: str | None):
