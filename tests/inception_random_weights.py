@@ -4,9 +4,13 @@ Shared by tests/test_inception.py (JAX) and tests/data/make_inception_reference.
 with torch + pytorch-fid), so the reference file stores features, not 95 MB of weights.
 """
 
+import json
+import pathlib
 import zlib
 
 import numpy as np
+
+REFERENCE = pathlib.Path(__file__).resolve().parent / "data" / "inception_reference.npz"
 
 SEED = 20261125
 # (scikit-image photo, top, left, height, width): 299² patches (no resize), a 256² patch
@@ -36,6 +40,13 @@ def random_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarra
         else:  # bn.bias, bn.running_mean, fc.*
             out[key] = rng.normal(0.0, 0.05, shape).astype(np.float32)
     return out
+
+
+def reference_state_dict() -> dict[str, np.ndarray]:
+    """The weights the reference features were made with (key names and shapes from the file)."""
+    with np.load(REFERENCE) as ref:
+        shapes = {k: tuple(v) for k, v in json.loads(str(ref["keys/json"])).items()}
+    return random_state_dict(shapes)
 
 
 def crop_images() -> list[np.ndarray]:

@@ -1,7 +1,6 @@
 """The torch-free .pth reader and the FID InceptionV3, against files and features made by
 real PyTorch / pytorch-fid (tests/data/make_inception_reference.py)."""
 
-import json
 import pathlib
 import pickle
 import zipfile
@@ -67,10 +66,9 @@ def test_official_checkpoint_import_reads_pth_without_torch():
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(DATA / "inception_reference.npz") as data:
+    with np.load(random_weights.REFERENCE) as data:
         ref = {k: data[k] for k in data.files}
-    shapes = {k: tuple(v) for k, v in json.loads(str(ref["keys/json"])).items()}
-    return ref, random_weights.random_state_dict(shapes)
+    return ref, random_weights.reference_state_dict()
 
 
 def test_inception_matches_pytorch_fid(reference):
