@@ -18,7 +18,10 @@ from ml_collections import config_flags
 
 ROOT = pathlib.Path(__file__).resolve().parent
 config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs" / "tiny.py"), "Training config file.", lock_config=True
+    "config",
+    str(ROOT / "svi_jax" / "configs" / "tiny.py"),
+    "Training config file.",
+    lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/tiny", "Checkpoints, logs, images and the export.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")

@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -26,15 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import svi_jax  # noqa: E402
-from svi_jax.codec import Codec, info  # noqa: E402
-from svi_jax.codec.wavefront import raster_schedule, wavefront_schedule  # noqa: E402
-from svi_jax.entropy_coding import StreamDecoder  # noqa: E402
-from svi_jax.entropy_models import bits, gaussian_likelihood  # noqa: E402
-from svi_jax.image_io import load_image, skimage_photos  # noqa: E402
-from svi_jax.model import ProgressiveSIC  # noqa: E402
+import svi_jax
+from svi_jax.codec import Codec, info
+from svi_jax.codec.range_coding import StreamDecoder
+from svi_jax.codec.wavefront import raster_schedule, wavefront_schedule
+from svi_jax.data.image_io import load_image, skimage_photos
+from svi_jax.nn.entropy_models import bits, gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
 
 
 def test_photo(width: int, height: int, path: str | None) -> np.ndarray:
@@ -105,7 +102,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the summary here")
     args = ap.parse_args()
 
-    cfg = importlib.import_module(f"configs.{args.config}").get_config()
+    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
     model = svi_jax.build_model(cfg.model)
     params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
     codec = Codec(params, cfg)

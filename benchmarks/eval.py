@@ -20,22 +20,18 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import svi_jax  # noqa: E402
-from svi_jax.codec import Codec, detail_uniform  # noqa: E402
-from svi_jax.evaluation import runner  # noqa: E402
-from svi_jax.evaluation.runner import _estimated_bits, _synthesize  # noqa: E402
-from svi_jax.lpips import lpips_distance  # noqa: E402
-from svi_jax.metrics import dists_distance, ms_ssim, psnr  # noqa: E402
+import svi_jax
+from svi_jax.codec import Codec, detail_uniform
+from svi_jax.evaluation import runner
+from svi_jax.evaluation.runner import _estimated_bits, _synthesize
+from svi_jax.metrics import dists_distance, ms_ssim, psnr
+from svi_jax.metrics.lpips import lpips_distance
 
 
 def _time(fn, repeats: int) -> float:
@@ -61,7 +57,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    cfg = importlib.import_module(f"configs.{args.config}").get_config()
+    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
     model = svi_jax.build_model(cfg.model)
     t0 = time.perf_counter()
     params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pathlib
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import svi_jax  # noqa: E402
-from svi_jax.lpips import load_lpips_params  # noqa: E402
+import svi_jax
+from svi_jax.metrics.lpips import load_lpips_params
 
 
 def main() -> None:
@@ -39,7 +35,7 @@ def main() -> None:
     ap.add_argument("--compile-only", action="store_true", help="report XLA's memory estimate only")
     args = ap.parse_args()
 
-    cfg = importlib.import_module(f"configs.{args.config}").get_config()
+    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
     cfg.model.remat = args.remat
     cfg.model.attention_chunk_windows = args.chunk
     model = svi_jax.build_model(cfg.model)

@@ -14,7 +14,6 @@ when it reports one, else the process's peak resident set (CPU). Prints one JSON
 import json
 import pathlib
 import resource
-import sys
 import time
 
 import jax
@@ -24,15 +23,16 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
+from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn.model import build_model
+from svi_jax.tracing import trace_count
+from svi_jax.training import loop, steps
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from svi_jax.lpips import load_lpips_params  # noqa: E402
-from svi_jax.model import build_model  # noqa: E402
-from svi_jax.tracing import trace_count  # noqa: E402
-from svi_jax.training import loop, steps  # noqa: E402
-
-config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "paper.py"), "Config file.")
+config_flags.DEFINE_config_file(
+    "config", str(ROOT / "svi_jax" / "configs" / "paper.py"), "Config file."
+)
 flags.DEFINE_string("phases", "main", "Comma-separated phases to benchmark.")
 flags.DEFINE_integer("steps", 32, "Steps per phase (after compilation).")
 flags.DEFINE_integer("warmup", 2, "Steps excluded from the steady-state timing.")

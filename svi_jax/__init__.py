@@ -1,10 +1,5 @@
 """svi_jax: progressive Synonymous Image Compression (ICML 2025) in JAX/Flax."""
 
-from svi_jax.checkpoint_import import (
-    CheckpointImportError,
-    export_official_state_dict,
-    import_official_state_dict,
-)
 from svi_jax.forward import (
     TrainNoise,
     compose_level_latent,
@@ -17,8 +12,13 @@ from svi_jax.forward import (
     test_forward,
     train_forward,
 )
-from svi_jax.model import ProgressiveSIC, build_model, init_params
+from svi_jax.nn.model import ProgressiveSIC, build_model, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss, warming_loss
+from svi_jax.weights.official import (
+    CheckpointImportError,
+    export_official_state_dict,
+    import_official_state_dict,
+)
 
 __all__ = [
     "CheckpointImportError",

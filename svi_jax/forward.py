@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.entropy_models import (
+from svi_jax.nn.entropy_models import (
     bits,
     channel_mask,
     gaussian_likelihood,
     quantize_around,
     ste_round,
 )
-from svi_jax.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
+from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
 
 DETAIL_HALF_WIDTH = 2.0  # detail samples: round(mu_hyper + U[-2, 2))
 

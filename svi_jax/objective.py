@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from svi_jax.entropy_models import gaussian_likelihood
 from svi_jax.forward import (
     TrainNoise,
     bound_apply,
@@ -22,8 +21,9 @@ from svi_jax.forward import (
     rate_terms,
     train_forward,
 )
-from svi_jax.lpips import lpips_distance
-from svi_jax.model import ProgressiveSIC
+from svi_jax.metrics.lpips import lpips_distance
+from svi_jax.nn.entropy_models import gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
 
 
 def level_weights(loss_config: ml_collections.ConfigDict, level: jax.Array):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # configs/ is a top-level package of the repo
-    sys.path.insert(0, str(ROOT))
 
 
 def reference_dir() -> pathlib.Path:

@@ -20,12 +20,12 @@ import optax
 import pytest
 
 import svi_jax
-from configs import tiny
 from svi_jax.codec import BitstreamError, Codec, compress, decompress, info, truncate
 from svi_jax.codec import format as fmt
 from svi_jax.codec.wavefront import schedule_counts, wavefront_schedule
-from svi_jax.entropy_models import bits, gaussian_likelihood
-from svi_jax.model import ProgressiveSIC
+from svi_jax.configs import tiny
+from svi_jax.nn.entropy_models import bits, gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden_tiny.sic"

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import svi_jax
-from configs import tiny
 from svi_jax.codec import Codec, info
 from svi_jax.codec.cli import main
-from svi_jax.export import save_exported_model
+from svi_jax.configs import tiny
+from svi_jax.weights.export import save_exported_model
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_cli_round_trip(workdir, images, tmp_path, capsys):
 
 
 def _load(workdir):
-    from svi_jax.export import load_exported_model
+    from svi_jax.weights.export import load_exported_model
 
     config, params, _ = load_exported_model(workdir)
     return params, config

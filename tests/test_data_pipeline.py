@@ -1,4 +1,4 @@
-"""Tests for svi_jax.data_pipeline and svi_jax.image_io (small images, in-process grain)."""
+"""Tests for svi_jax.data.loader and svi_jax.data.image_io (small images, in-process grain)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svi_jax import data_pipeline as dp
-from svi_jax import image_io
+from svi_jax.data import image_io
+from svi_jax.data import loader as dp
 
 CROP = 16
 
@@ -146,7 +146,7 @@ def test_undecodable_file_is_skipped_counted_and_logged_once(tmp_path: Path, cap
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
     good = tmp_path / "img_010.png"
     (tmp_path / "truncated.jpg").write_bytes(good.read_bytes()[:100])
-    caplog.set_level(logging.WARNING, logger="svi_jax.data_pipeline")
+    caplog.set_level(logging.WARNING, logger="svi_jax.data.loader")
     with dp.make_train_loader(
         tmp_path, batch_size=5, crop_size=CROP, seed=0, shard_index=0, shard_count=1
     ) as loader:

@@ -1,11 +1,11 @@
-"""Tests for svi_jax.entropy_coding: exact round trips, escapes, chunking, sizes, bad input."""
+"""Tests for svi_jax.codec.range_coding: exact round trips, escapes, chunking, sizes, bad input."""
 
 import numpy as np
 import pytest
 from scipy.stats import norm
 
-from svi_jax import entropy_coding as ec
-from svi_jax.entropy_coding_escape import decode_excess, encode_excess
+from svi_jax.codec import range_coding as ec
+from svi_jax.codec.escapes import decode_excess, encode_excess
 
 INT32_EXTREMES = [-(2**31), 2**31 - 1, -(10**6), 10**6, -1000, 1000]
 

@@ -27,13 +27,13 @@ from conftest import reference_dir
 
 import eval as eval_cli
 import svi_jax
-from configs import tiny
 from svi_jax import evaluation as ev
 from svi_jax.codec import Codec, truncate
-from svi_jax.entropy_models import bits, gaussian_likelihood
-from svi_jax.export import save_exported_model
-from svi_jax.image_io import save_png
-from svi_jax.model import ProgressiveSIC
+from svi_jax.configs import tiny
+from svi_jax.data.image_io import save_png
+from svi_jax.nn.entropy_models import bits, gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
+from svi_jax.weights.export import save_exported_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLUSH_BYTES = 8  # coder flush allowance per stream (as tests/test_codec.py)
@@ -256,7 +256,7 @@ def test_bad_inputs(workdir, tmp_path, capsys):
 
 
 def test_official_checkpoint_of_another_config(workdir, tmp_path, capsys):
-    _, params, _ = svi_jax.export.load_exported_model(workdir / "run")
+    _, params, _ = svi_jax.weights.export.load_exported_model(workdir / "run")
     state = svi_jax.export_official_state_dict(params)
     np.savez(tmp_path / "tiny_official.npz", **state)
     paper = str(ROOT / "configs" / "paper.py")

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 import svi_jax
-from configs import tiny
-from svi_jax.export import ExportError, load_exported_model, params_hash, save_exported_model
+from svi_jax.configs import tiny
+from svi_jax.weights.export import (
+    ExportError,
+    load_exported_model,
+    params_hash,
+    save_exported_model,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svi_jax import checkpoint_import
 from svi_jax.metrics import inception
-from svi_jax.model import build_model
-from svi_jax.torch_file import TorchFileError, load_torch_file, load_torch_state_dict
+from svi_jax.nn.model import build_model
+from svi_jax.weights import official as checkpoint_import
+from svi_jax.weights.torch_file import TorchFileError, load_torch_file, load_torch_state_dict
 from tests import inception_random_weights as random_weights
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
@@ -57,7 +57,7 @@ def test_torch_reader_rejects_bad_files(tmp_path):
 def test_official_checkpoint_import_reads_pth_without_torch():
     """checkpoint_import reads .pth files through the same reader: a state dict that is not
     ProgSIC's is refused by name, not by a torch import error."""
-    from configs import tiny
+    from svi_jax.configs import tiny
 
     model = build_model(tiny.get_config().model)
     with pytest.raises(checkpoint_import.CheckpointImportError, match="missing key"):

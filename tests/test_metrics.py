@@ -1,4 +1,4 @@
-"""Tests for svi_jax.metrics (and the LPIPS numbers of svi_jax.lpips) against golden values.
+"""Tests for svi_jax.metrics (and the LPIPS numbers of svi_jax.metrics.lpips) against golden values.
 
 The golden values come from the reference PyTorch/scikit-image/scipy implementations, stored
 with the exact 8-bit test images in `metrics_ref.npz`; tolerances are those of METRICS.md §6.
@@ -266,7 +266,9 @@ def test_l2_pool_shape_and_value() -> None:
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_matches_reference(ref: dict, net: str) -> None:
-    lpips = pytest.importorskip("svi_jax.lpips", reason="svi_jax.lpips not written yet")
+    lpips = pytest.importorskip(
+        "svi_jax.metrics.lpips", reason="svi_jax.metrics.lpips not written yet"
+    )
     params = lpips.load_lpips_params(net=net)
 
     def distance(a: jax.Array, b: jax.Array) -> float:
@@ -382,7 +384,7 @@ def test_reference_features_once_for_many_reconstructions(ref: dict, dists_param
     mean-of-mean over an implicitly broadcast product wrong by 1-40% (DISTS moved 0.0054 ->
     0.0034 at 512²); the features are broadcast explicitly since, and this catches a relapse.
     """
-    from svi_jax import lpips
+    from svi_jax.metrics import lpips
 
     x, y = _pair(ref, 0)
     recs = jnp.concatenate([y, x, jnp.flip(y, axis=1), jnp.flip(y, axis=2)])

@@ -11,10 +11,10 @@ import pytest
 import scipy.stats
 
 import svi_jax
-from configs import tiny
-from svi_jax.entropy_models import gaussian_likelihood
-from svi_jax.lpips import load_lpips_params
-from svi_jax.model import ProgressiveSIC
+from svi_jax.configs import tiny
+from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn.entropy_models import gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
 from svi_jax.tracing import trace_count, traced
 
 
@@ -200,7 +200,7 @@ def test_import_reports_missing_extra_and_misshaped_keys(tiny_model):
 
 
 def test_pixel_shuffle_uses_pytorch_order():
-    from svi_jax.transforms import pixel_shuffle
+    from svi_jax.nn.transforms import pixel_shuffle
 
     x = np.arange(2 * 3 * 8, dtype=np.float32).reshape(1, 2, 3, 8)  # C = 8 -> 2 channels out
     y = np.asarray(pixel_shuffle(jnp.asarray(x)))
@@ -212,7 +212,7 @@ def test_pixel_shuffle_uses_pytorch_order():
 
 @pytest.mark.parametrize("shift", [0, 4])
 def test_chunked_window_attention_matches_unchunked(shift):
-    from svi_jax.swin import SwinBlock
+    from svi_jax.nn.swin import SwinBlock
 
     x = jax.random.normal(jax.random.PRNGKey(11), (2, 12, 20, 32))  # padded to 16x24: 12 windows
     plain = SwinBlock(num_heads=4, window=8, shift=shift)

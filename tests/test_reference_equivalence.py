@@ -15,10 +15,10 @@ import pytest
 from reference_tolerances import parse_tolerances
 
 import svi_jax
-from configs import paper, tiny
-from svi_jax.entropy_models import gaussian_likelihood
-from svi_jax.lpips import load_lpips_params
-from svi_jax.model import ProgressiveSIC
+from svi_jax.configs import paper, tiny
+from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn.entropy_models import gaussian_likelihood
+from svi_jax.nn.model import ProgressiveSIC
 
 
 def nhwc(a):
@@ -118,7 +118,7 @@ def test_test_pass_every_level(setup):
         np.testing.assert_array_equal(tail, ref[pre + "y_hat_samples"])
         np.testing.assert_allclose(nchw(out["x_hat"]), ref[pre + "x_hat"], atol=tol.image_atol)
         r = out["rates"]
-        lp = svi_jax.lpips.lpips_distance(load_lpips_params("alex"), x, out["x_hat"])
+        lp = svi_jax.metrics.lpips.lpips_distance(load_lpips_params("alex"), x, out["x_hat"])
         scalars = {
             "Emse": jnp.mean((x - out["x_hat"]) ** 2),
             "Elpips": jnp.mean(lp),

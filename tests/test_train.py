@@ -21,10 +21,10 @@ import optax
 import pytest
 
 import svi_jax
-from configs import tiny
-from svi_jax.export import load_exported_model
-from svi_jax.image_io import DataError
+from svi_jax.configs import tiny
+from svi_jax.data.image_io import DataError
 from svi_jax.training import TrainingDivergedError, loop, optim, steps, train_and_evaluate
+from svi_jax.weights.export import load_exported_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = os.environ.get(

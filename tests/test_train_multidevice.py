@@ -18,9 +18,8 @@ CACHE = os.environ.get(
 
 # Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported.
 SCRIPT = """
-import sys, jax
-sys.path.insert(0, {root!r})
-from configs import tiny
+import jax
+from svi_jax.configs import tiny
 from svi_jax.training import train_and_evaluate
 assert jax.device_count() == {devices}, jax.devices()
 cfg = tiny.get_config()
@@ -44,7 +43,7 @@ def run(devices: int, workdir: pathlib.Path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["split"] == "train"]
-    from svi_jax.export import load_exported_model
+    from svi_jax.weights.export import load_exported_model
 
     _, params, _ = load_exported_model(workdir)
     return losses, params

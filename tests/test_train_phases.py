@@ -11,10 +11,10 @@ import tempfile
 import jax
 import numpy as np
 
-from configs import tiny
-from svi_jax.export import load_exported_model
+from svi_jax.configs import tiny
 from svi_jax.tracing import trace_count
 from svi_jax.training import steps, train_and_evaluate
+from svi_jax.weights.export import load_exported_model
 
 CACHE = os.environ.get(
     "SVI_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "svi_jax_test_cache")
@@ -75,7 +75,7 @@ def test_gan_phase_starts_from_previous_phase_and_steps(tmp_path):
 
 
 def test_discriminator_sees_only_the_transmitted_slices():
-    from svi_jax.gan import ConditionalPatchDiscriminator
+    from svi_jax.nn.discriminator import ConditionalPatchDiscriminator
 
     disc = ConditionalPatchDiscriminator(num_slices=4, slice_width=2, widths=(8, 8, 8, 8))
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 64, 64, 3))

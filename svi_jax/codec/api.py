@@ -1,7 +1,7 @@
 """Real progressive coding: compress / decompress / truncate / info (format: docs/FORMAT.md).
 
 Device side (jitted): g_a and h_a, h_s, the wavefront (μ, σ) steps, g_s. Host side: the range
-coder (`svi_jax.entropy_coding`). ẑ is coded with the factorized prior (tables from
+coder (`svi_jax.codec.range_coding`). ẑ is coded with the factorized prior (tables from
 `tables.z_tables`, a pure function of the parameters); each slice of ŷ = round(y) with its
 Gaussian (μ, max(σ, 0.11)) in wavefront order, one chunk per wavefront step. The encoder runs
 the decoder's sequential path (same jitted functions, same inputs, step by step), so the
@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from svi_jax.codec import format as fmt
+from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
 from svi_jax.codec.tables import z_medians, z_tables
 from svi_jax.codec.wavefront import (
     coding_params,
@@ -28,12 +29,11 @@ from svi_jax.codec.wavefront import (
     wavefront_schedule,
     wavefront_step,
 )
-from svi_jax.entropy_coding import EntropyCodingError, StreamDecoder, StreamEncoder
-from svi_jax.entropy_models import SCALE_BOUND
-from svi_jax.export import params_hash
+from svi_jax.data.image_io import to_rgb8
 from svi_jax.forward import compose_level_latent, sample_details
-from svi_jax.image_io import to_rgb8
-from svi_jax.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
+from svi_jax.nn.entropy_models import SCALE_BOUND
+from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
+from svi_jax.weights.export import params_hash
 
 DEFAULT_SEED = 0
 MAX_PIXELS = 2**28  # decoder refuses larger headers (memory safety on hostile files)

@@ -6,7 +6,7 @@
     svi-codec info photo.sic [--json]
 
 Inputs: any image Pillow reads (PNG, JPEG, WebP, ...); grayscale is replicated to RGB, alpha
-is dropped, 16-bit data is scaled to 8 bits (svi_jax.image_io). --checkpoint takes an export
+is dropped, 16-bit data is scaled to 8 bits (svi_jax.data.image_io). --checkpoint takes an export
 directory, a train.py workdir (holding export/), or a directory inside the workdir such as
 workdir/checkpoints[/step] (the workdir's export/ is used). Outputs are written atomically
 (temporary file + rename); on any error the command prints one line, exits with status 1 and
@@ -24,9 +24,9 @@ import tempfile
 
 from svi_jax.codec import api
 from svi_jax.codec.format import BitstreamError
-from svi_jax.entropy_coding import EntropyCodingError
-from svi_jax.export import ExportError, load_exported_model
-from svi_jax.image_io import DataError, load_image, save_png
+from svi_jax.codec.range_coding import EntropyCodingError
+from svi_jax.data.image_io import DataError, load_image, save_png
+from svi_jax.weights.export import ExportError, load_exported_model
 
 DEFAULT_CHECKPOINT = "runs/tiny"
 

@@ -29,7 +29,7 @@ class BitstreamError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Header:
-    model_hash: bytes  # 32-byte sha256 digest (svi_jax.export.params_hash)
+    model_hash: bytes  # 32-byte sha256 digest (svi_jax.weights.export.params_hash)
     height: int  # original image height (before padding to a multiple of 64)
     width: int
     num_levels: int  # slice segments the encoder wrote (1..num_slices)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.model import ProgressiveSIC
+from svi_jax.nn.model import ProgressiveSIC
 
 # Cap on the per-channel half range: wider distributions still code exactly (escapes).
 MAX_HALF_RANGE = 1024

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.context import CONTEXT_KERNEL
-from svi_jax.layers import leaky_relu
+from svi_jax.nn.context import CONTEXT_KERNEL
+from svi_jax.nn.layers import leaky_relu
 
 log = logging.getLogger(__name__)
 _PAD = CONTEXT_KERNEL // 2

@@ -27,7 +27,7 @@ from svi_jax.evaluation.sources import (
     load_model,
 )
 from svi_jax.metrics import inception
-from svi_jax.torch_file import TorchFileError
+from svi_jax.weights.torch_file import TorchFileError
 
 __all__ = [
     "IMAGE_METRICS",

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from svi_jax.image_io import save_png
+from svi_jax.data.image_io import save_png
 
 MAX_SIDE = 192  # each cell is downscaled (by striding) so its longer side is at most this
 

@@ -24,10 +24,8 @@ from tqdm.auto import tqdm
 
 from svi_jax.codec import Codec, detail_uniform, truncate
 from svi_jax.codec import format as fmt
-from svi_jax.entropy_models import bits, gaussian_likelihood
 from svi_jax.evaluation.sources import Dataset, EvalInputError, ModelSource
 from svi_jax.forward import compose_level_latent, encode_latents, pad_to_multiple, sample_details
-from svi_jax.lpips import load_lpips_params, lpips_features, lpips_from_features
 from svi_jax.metrics import (
     DISTS_MIN_SIZE,
     dists_features,
@@ -40,7 +38,9 @@ from svi_jax.metrics import (
     patch_features,
     psnr,
 )
-from svi_jax.model import DOWNSCALE_Z, ProgressiveSIC
+from svi_jax.metrics.lpips import load_lpips_params, lpips_features, lpips_from_features
+from svi_jax.nn.entropy_models import bits, gaussian_likelihood
+from svi_jax.nn.model import DOWNSCALE_Z, ProgressiveSIC
 
 log = logging.getLogger(__name__)
 

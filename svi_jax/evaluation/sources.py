@@ -1,7 +1,7 @@
 """Where an evaluation's model and images come from, with one-line errors for user mistakes.
 
-Models: an export (`svi_jax.export`: an export dir or a train.py workdir holding `export/`), or
-an official PyTorch state dict (.pth / .npz) together with the config file it was trained with.
+Models: an export (`svi_jax.weights.export`: an export dir or a train.py workdir holding
+`export/`), or an official PyTorch state dict (.pth / .npz) with the config it was trained with.
 Images: a folder (recursive, sorted), a single image file, the scikit-image photos
 (`skimage`), or a TFDS dataset prepared locally (`tfds:NAME[/CONFIG][:SPLIT]`, read with
 `tfds.data_source`, never downloaded).
@@ -18,8 +18,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from svi_jax.export import ExportError, load_exported_model, params_hash
-from svi_jax.image_io import (
+from svi_jax.data.image_io import (
     DataError,
     MissingImageError,
     list_images,
@@ -27,6 +26,7 @@ from svi_jax.image_io import (
     skimage_photos,
     to_rgb8,
 )
+from svi_jax.weights.export import ExportError, load_exported_model, params_hash
 
 
 class EvalInputError(ValueError):
@@ -88,7 +88,7 @@ def load_model(
         if not config_path:
             raise EvalInputError("--official-checkpoint needs --config configs/<name>.py")
         import svi_jax
-        from svi_jax.model import build_model
+        from svi_jax.nn.model import build_model
 
         config = load_config_file(config_path)
         if not pathlib.Path(official_checkpoint).is_file():

@@ -5,7 +5,7 @@ Conventions: images are batch-first NHWC floats in [0, 1]; per-image metrics ret
 images). FID/KID are dataset-level and run on the host in numpy.
 
 Reference values and tolerances: shared/reference/METRICS.md (tests/test_metrics.py).
-LPIPS lives in `svi_jax.lpips` (it doubles as a training loss).
+LPIPS lives in `svi_jax.metrics.lpips` (it doubles as a training loss).
 """
 
 from svi_jax.metrics.dists import (

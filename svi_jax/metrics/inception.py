@@ -12,7 +12,7 @@ use_fid_inception=True)` (pytorch-fid 0.3.0), the network behind most published 
 
 Weights: no Inception weights ship with svi_jax and none can be downloaded here. Point
 `load_inception_params` at pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a
-`torch.save` file, read without torch by `svi_jax.torch_file`) or at an `.npz` holding the
+`torch.save` file, read without torch by `svi_jax.weights.torch_file`) or at an `.npz` holding the
 same state-dict keys. Checked against pytorch-fid itself with seeded random weights
 (tests/test_inception.py, reference made by tests/data/make_inception_reference.py).
 """
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from svi_jax.torch_file import load_state_dict_file
+from svi_jax.weights.torch_file import load_state_dict_file
 
 Array = jax.Array
 Params = dict

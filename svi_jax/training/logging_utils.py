@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from svi_jax.image_io import save_png
+from svi_jax.data.image_io import save_png
 
 
 class MetricWriter:

@@ -13,15 +13,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from svi_jax import data_pipeline
-from svi_jax.export import load_exported_model, save_exported_model
-from svi_jax.lpips import load_lpips_params
-from svi_jax.model import build_model
+from svi_jax.data import loader as data_loader
+from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn.model import build_model
 from svi_jax.tracing import trace_count
 from svi_jax.training import steps
 from svi_jax.training.checkpointing import Checkpointer, abstract_like
 from svi_jax.training.logging_utils import MetricWriter, save_image_grid
 from svi_jax.training.validation import Validator, load_validation_images
+from svi_jax.weights.export import load_exported_model, save_exported_model
 
 logger = logging.getLogger(__name__)
 SUMMARY_LEVELS = (1, 8, 16)  # levels of the one-line summary
@@ -36,9 +36,9 @@ def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
     d = config.data
     if d.train or d.tfds_name:
         if not d.val:
-            raise data_pipeline.DataError("config.data.val (a held-out image folder) is required")
+            raise data_loader.DataError("config.data.val (a held-out image folder) is required")
         return (d.train or None), d.val
-    train, val = data_pipeline.write_skimage_split(workdir / "data")
+    train, val = data_loader.write_skimage_split(workdir / "data")
     return str(train), str(val)
 
 
@@ -46,10 +46,10 @@ def make_loader(config, train_path: str | None, local_batch: int):
     d = config.data
     common = dict(batch_size=local_batch, crop_size=d.crop_size, seed=int(config.seed))
     if train_path is None:
-        return data_pipeline.make_tfds_train_loader(
+        return data_loader.make_tfds_train_loader(
             d.tfds_name, split=d.tfds_split, data_dir=d.tfds_data_dir or None, **common
         )
-    return data_pipeline.make_train_loader(train_path, num_workers=d.num_workers, **common)
+    return data_loader.make_train_loader(train_path, num_workers=d.num_workers, **common)
 
 
 def make_mesh() -> Mesh:

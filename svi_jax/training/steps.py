@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from svi_jax import gan as gan_lib
 from svi_jax.forward import draw_train_noise, train_forward
-from svi_jax.model import ProgressiveSIC, init_params
+from svi_jax.nn import discriminator as gan_lib
+from svi_jax.nn.model import ProgressiveSIC, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss_from_outputs, warming_loss
 from svi_jax.tracing import count_trace
 from svi_jax.training import optim

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svi_jax.data.image_io import DataError, eval_images
 from svi_jax.forward import latent_shapes, test_forward
-from svi_jax.image_io import DataError, eval_images
-from svi_jax.lpips import lpips_distance
+from svi_jax.metrics.lpips import lpips_distance
 from svi_jax.objective import level_weights
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from svi_jax.entropy_models import channel_mask
+from svi_jax.nn.entropy_models import channel_mask
 
 UPSAMPLE = 16  # y_hat is 16x smaller than the image on each side
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.layers import TorchConv2d, leaky_relu, torch_default_uniform
+from svi_jax.nn.layers import TorchConv2d, leaky_relu, torch_default_uniform
 
 CONTEXT_KERNEL = 5
 

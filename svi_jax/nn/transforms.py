@@ -8,8 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from svi_jax.layers import TorchConv2d, layer_norm, linear
-from svi_jax.swin import swin_blocks
+from svi_jax.nn.layers import TorchConv2d, layer_norm, linear
+from svi_jax.nn.swin import swin_blocks
 
 
 def patch_merge(x: jax.Array) -> jax.Array:

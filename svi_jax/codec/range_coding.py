@@ -46,7 +46,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from svi_jax.entropy_coding_escape import (
+from svi_jax.codec.escapes import (
     INT32_MAX,
     INT32_MIN,
     as_int_symbols,

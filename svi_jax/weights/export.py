@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from svi_jax.model import build_model, init_params
+from svi_jax.nn.model import build_model, init_params
 
 EXPORT_FORMAT_VERSION = 1
 EXPORT_SUBDIR = "export"

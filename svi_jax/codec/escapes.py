@@ -1,6 +1,6 @@
 """Escape payloads: exact coding of symbols that fall outside a model's finite support.
 
-Both entropy models in `svi_jax.entropy_coding` have a finite alphabet (constriction needs
+Both entropy models in `svi_jax.codec.range_coding` have a finite alphabet (constriction needs
 one). A symbol outside it is coded as an *escape* symbol at the edge of the alphabet, and
 its distance past the edge, the *excess* e >= 0, is then coded here, in the same range-coded
 stream, with an Elias-gamma-like code made of uniform models:

@@ -7,7 +7,7 @@ import math
 import flax.linen as nn
 import jax
 
-from svi_jax.layers import TorchConv2d, TorchConvTranspose2d, kaiming_normal_fan_out, leaky_relu
+from svi_jax.nn.layers import TorchConv2d, TorchConvTranspose2d, kaiming_normal_fan_out, leaky_relu
 
 _GAIN_LEAKY = math.sqrt(2.0)  # kaiming_normal_(nonlinearity='leaky_relu', a=0)
 

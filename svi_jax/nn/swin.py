@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.layers import layer_norm, linear, trunc_normal_init
+from svi_jax.nn.layers import layer_norm, linear, trunc_normal_init
 
 SHIFT_MASK_VALUE = -100.0  # the official value added to logits of tokens from other regions
 

@@ -2,7 +2,7 @@
 
 Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
 
-    from svi_jax import data_pipeline
+    from svi_jax.data import loader as data_pipeline
 
     if __name__ == "__main__":  # needed when num_workers > 0: workers are *spawned* and
         with data_pipeline.make_train_loader(  # re-import the main module
@@ -44,7 +44,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from svi_jax.image_io import (
+from svi_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     SKIMAGE_PHOTOS,
     SKIMAGE_VALIDATION_PHOTOS,

@@ -2,7 +2,7 @@
 
 Accepted inputs: a `.npz` of arrays keyed by the official state_dict names (optionally with a
 `w/` prefix, as in the reference files), a `.pth`/`.pt` file (read without torch by
-`svi_jax.torch_file`), or a plain dict of arrays. Conversion is transposes only (SPEC:
+`svi_jax.weights.torch_file`), or a plain dict of arrays. Conversion is transposes only (SPEC:
 channel order is kept): Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; ConvTranspose2d
 (in, out, kH, kW) -> (kH, kW, in, out) (the spatial flip happens in the layer, not here).
 Buffers that are rebuilt from the config (Swin attention masks and position indices, the
@@ -19,9 +19,9 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from svi_jax.context import context_mask
-from svi_jax.model import ProgressiveSIC, init_params
-from svi_jax.torch_file import TorchFileError, load_state_dict_file
+from svi_jax.nn.context import context_mask
+from svi_jax.nn.model import ProgressiveSIC, init_params
+from svi_jax.weights.torch_file import TorchFileError, load_state_dict_file
 
 
 class CheckpointImportError(ValueError):

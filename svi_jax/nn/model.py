@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from svi_jax.context import ContextModel, EntropyParameters
-from svi_jax.entropy_models import EntropyBottleneck
-from svi_jax.hyperprior import HyperAnalysis, HyperSynthesis
-from svi_jax.layers import as_pair
-from svi_jax.transforms import AnalysisTransform, SynthesisTransform
+from svi_jax.nn.context import ContextModel, EntropyParameters
+from svi_jax.nn.entropy_models import EntropyBottleneck
+from svi_jax.nn.hyperprior import HyperAnalysis, HyperSynthesis
+from svi_jax.nn.layers import as_pair
+from svi_jax.nn.transforms import AnalysisTransform, SynthesisTransform
 
 DOWNSCALE_Y = 16  # g_a reduces each side by 16
 DOWNSCALE_Z = 64  # h_a reduces y by 4 more; images must be a multiple of this
