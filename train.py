@@ -37,9 +37,11 @@ def main(argv):
         jax.distributed.initialize()
     absl_logging.set_verbosity(absl_logging.WARNING)  # quiet orbax/jax INFO lines
     logging.getLogger("svi_jax").setLevel(logging.INFO)  # keep ours (e.g. trace messages)
+    from svi_jax.safety import fail_in_one_line, training_errors
     from svi_jax.training import train_and_evaluate
 
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    with fail_in_one_line("train.py", training_errors()):
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(f"checkpoints: {result['checkpoints']}")
         print(f"logs: {result['logs']}  (TensorBoard: {result['tensorboard']})")
