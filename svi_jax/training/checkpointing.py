@@ -37,6 +37,17 @@ def _val_loss(metrics) -> float:
     return float(metrics[BEST_METRIC])
 
 
+class _NoMetricsNote(logging.Filter):
+    """Drops orbax's warning for every save without metrics: here that is by design (steps
+    that were not validated are kept only as "latest", never ranked as "best")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsNote())
+
+
 class Checkpointer:
     """workdir/checkpoints/<step>/{state, data}: keep the latest N plus the best by val_loss."""
 

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 OUTPUT_FOLDERS = ("checkpoints", "export", "images", "tensorboard")  # what a run writes
 
 
-class PreflightError(ValueError):
-    """An input of a training run that cannot be used; the message names it."""
+class PreflightError(DataError):
+    """An input of a training run (data, flag, checkpoint) that cannot be used; the message
+    names it. A `DataError`, so callers that catch data errors catch these too."""
 
 
 def model_config_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
