@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         help="image folder/file, 'skimage' (default: 256-px centre crops of the bundled photos), "
-        "'skimage-full' or tfds:NAME[:SPLIT]",
+        "'skimage-full' or tfds:NAME[:SPLIT]. EXIF orientation is applied as viewers do",
     )
     p.add_argument("--levels", type=parse_levels, help="levels, e.g. 1,4,8-16 (default all)")
     p.add_argument("--samples", type=int, default=1, help="detail samples M per level")

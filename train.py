@@ -4,7 +4,10 @@ With no flags: configs/tiny.py on scikit-image's bundled photos in runs/tiny (a 
 on a 2-core CPU). Override any config field from the command line, e.g.
     python train.py --config configs/paper.py --workdir runs/paper \
         --config.data.train=/data/train --config.data.val=/data/val --config.phase=main
-Re-running the same command resumes from the latest checkpoint in the workdir. Multi-host:
+Re-running the same command resumes from the newest intact checkpoint in the workdir (a
+damaged one is skipped with a warning). Every input (folders, images, flags, checkpoints) is
+checked before the first step; images are read with their EXIF orientation applied (as
+viewers show them) and validation images of any size are padded as the codec pads. Multi-host:
 pass --distributed on every host (jax.distributed.initialize reads the cluster from the
 environment).
 """

@@ -173,3 +173,31 @@ def test_same_file_helper(tmp_path):
     assert not safety.same_file(a, tmp_path / "b")  # missing output: compared by path
     with pytest.raises(safety.OverwriteError, match="is the input file"):
         safety.refuse_overwrite([None, a], [tmp_path / "b", a])
+
+
+def test_eval_and_train_entry_points_end_runtime_failures_in_one_line(
+    export_dir, tmp_path, capsys, monkeypatch
+):
+    import eval as eval_cli
+    from svi_jax import evaluation as ev
+
+    def out_of_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9GiB")
+
+    monkeypatch.setattr(ev, "run_evaluation", out_of_memory)
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(export_dir), "--out", str(out), "--inception", "none"]
+    with pytest.raises(SystemExit) as exit_info:
+        eval_cli.main([*args, "--no-progress"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("eval.py: error: out of memory") and not out.exists()
+    # train.py wraps train_and_evaluate the same way, with its user errors as one line too.
+    from svi_jax.training.preflight import PreflightError
+
+    for error in (MemoryError(), PreflightError("--config.data.val x: bad")):
+        with pytest.raises(SystemExit) as exit_info:
+            with safety.fail_in_one_line("train.py", safety.training_errors()):
+                raise error
+        assert exit_info.value.code == 1
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
