@@ -51,7 +51,10 @@ class CliError(Exception):
 def _load_codec(path: str) -> api.Codec:
     p = pathlib.Path(path)
     if not p.exists():
-        raise CliError(f"checkpoint not found: {p}")
+        raise CliError(
+            f"checkpoint not found: {p} (give --checkpoint an export folder or a train.py "
+            "workdir; `python train.py` makes runs/tiny)"
+        )
     candidates = [p, *list(p.resolve().parents)[:2]]
     error: Exception | None = None
     for candidate in candidates:
@@ -79,7 +82,8 @@ def _write_atomic(path: str, data: bytes) -> None:
 def _read(path: str) -> bytes:
     p = pathlib.Path(path)
     if not p.is_file():
-        raise CliError(f"input file not found: {p}")
+        what = "is a folder" if p.is_dir() else "not found"
+        raise CliError(f"input file {p} {what}: give the path of a .sic file")
     return p.read_bytes()
 
 

@@ -125,7 +125,7 @@ class Checkpointer:
             try:
                 state = self.restore(step, abstract_state, data_iterator)
             except Exception as error:  # orbax/TensorStore raise many types for damaged files
-                reason = " ".join(str(error).split())[:120] or type(error).__name__
+                reason = " ".join(str(error).split())[:80] or type(error).__name__
                 damaged.append(f"{self.directory / str(step)} ({type(error).__name__}: {reason})")
                 continue
             if damaged:

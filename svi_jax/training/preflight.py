@@ -170,7 +170,6 @@ def check_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     """Runs every check; raises PreflightError (one line) at the first failure. Writes nothing."""
     workdir = pathlib.Path(workdir).resolve()
     check_flags(config)
-    check_workdir(config, workdir)
     d = config.data
     if (d.train or d.tfds_name) and not d.val:
         raise PreflightError("--config.data.val (a held-out image folder) is required")
@@ -178,4 +177,5 @@ def check_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         check_training_images(d.train)
     if d.val:
         check_validation_images(d.val)
+    check_workdir(config, workdir)
     check_init_from(config, workdir)
