@@ -185,7 +185,8 @@ def test_validation_images_below_64_px_are_padded(tmp_path):
     rng = np.random.default_rng(0)
     for h, w in ((1, 50), (10, 10), (20, 30)):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(val / f"v_{h}x{w}.png")
-    cfg = machinery_config(num_steps=1, checkpoint_every=1, eval_every=0)
+    cfg = machinery_config()
+    cfg.train.update(num_steps=1, checkpoint_every=1, eval_every=0)
     cfg.data.train, cfg.data.val = str(val), str(val)
     result = train_and_evaluate(cfg, tmp_path / "run")
     assert np.isfinite(result["val"]["loss"])
