@@ -9,6 +9,11 @@
 Writes <out>/results.json (per level and per image), results.csv, results_per_image.csv,
 rd_<metric>.png and grid.png. Re-plot from the JSON alone with
 `python -m svi_jax.evaluation.plots <out>/results.json --compare ...`.
+Images are read with their EXIF orientation applied (as viewers show them); images of any
+size are coded (padded as the codec pads); metrics an image is too small for are NaN and
+listed under "unavailable" for that image; FID/KID from no more patches than the feature
+dimension are flagged ("too_few_patches"). An --out whose files would replace an input is
+refused before any work; results are written only at the end, each file atomically.
 """
 
 import argparse
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         help="image folder/file, 'skimage' (default: 256-px centre crops of the bundled photos), "
-        "'skimage-full' or tfds:NAME[:SPLIT]",
+        "'skimage-full' or tfds:NAME[:SPLIT]. EXIF orientation is applied as viewers do",
     )
     p.add_argument("--levels", type=parse_levels, help="levels, e.g. 1,4,8-16 (default all)")
     p.add_argument("--samples", type=int, default=1, help="detail samples M per level")
@@ -85,7 +90,14 @@ def main(argv=None) -> int:
         synthesis_batch=args.synthesis_batch,
         metric_batch=args.metric_batch,
     )
+    from svi_jax.safety import fail_in_one_line
+
     try:
+        ev.check_outputs(
+            out,
+            [checkpoint, args.official_checkpoint, args.config, args.inception, *args.compare],
+            args.data,
+        )
         source = ev.load_model(checkpoint, args.official_checkpoint, args.config)
         dataset = ev.load_dataset(args.data)
         inception = args.inception
@@ -101,19 +113,22 @@ def main(argv=None) -> int:
                 "(pytorch-fid's FID weights) to compute them",
                 file=sys.stderr,
             )
-        results = ev.run_evaluation(
-            source,
-            dataset,
-            out,
-            settings,
-            compare=args.compare,
-            feature_fn=feature_fn,
-            progress=not args.no_progress,
-            name=args.name,
-        )
+        with fail_in_one_line("eval.py"):  # out of memory, XLA failures: one line, exit 1
+            results = ev.run_evaluation(
+                source,
+                dataset,
+                out,
+                settings,
+                compare=args.compare,
+                feature_fn=feature_fn,
+                progress=not args.no_progress,
+                name=args.name,
+            )
     except ev.EvalInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for note in results.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     for row in results["levels"]:
         print(
             f"level {row['level']:2d}: {row['bpp']:.4f} bpp (est {row['bpp_est']:.4f})  "

@@ -4,7 +4,10 @@ With no flags: configs/tiny.py on scikit-image's bundled photos in runs/tiny (a 
 on a 2-core CPU). Override any config field from the command line, e.g.
     python train.py --config configs/paper.py --workdir runs/paper \
         --config.data.train=/data/train --config.data.val=/data/val --config.phase=main
-Re-running the same command resumes from the latest checkpoint in the workdir. Multi-host:
+Re-running the same command resumes from the newest intact checkpoint in the workdir (a
+damaged one is skipped with a warning). Every input (folders, images, flags, checkpoints) is
+checked before the first step; images are read with their EXIF orientation applied (as
+viewers show them) and validation images of any size are padded as the codec pads. Multi-host:
 pass --distributed on every host (jax.distributed.initialize reads the cluster from the
 environment).
 """
@@ -37,9 +40,11 @@ def main(argv):
         jax.distributed.initialize()
     absl_logging.set_verbosity(absl_logging.WARNING)  # quiet orbax/jax INFO lines
     logging.getLogger("svi_jax").setLevel(logging.INFO)  # keep ours (e.g. trace messages)
+    from svi_jax.safety import fail_in_one_line, training_errors
     from svi_jax.training import train_and_evaluate
 
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    with fail_in_one_line("train.py", training_errors()):
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(f"checkpoints: {result['checkpoints']}")
         print(f"logs: {result['logs']}  (TensorBoard: {result['tensorboard']})")

@@ -105,7 +105,9 @@ def test_shards_see_disjoint_files(tmp_path: Path):
             tmp_path, batch_size=3, crop_size=CROP, seed=0, shard_index=index, shard_count=2
         ) as loader:
             assert loader.num_images == 3
-            seen.append({lab for batch in _take(loader, 4) for lab in _labels(batch)})
+            batches = _take(loader, 4)
+            assert len(set(_labels(batches[0]))) == 3  # one epoch: each image of the part once
+            seen.append({lab for batch in batches for lab in _labels(batch)})
     assert len(seen[0]) == len(seen[1]) == 3
     assert not seen[0] & seen[1]
     with pytest.raises(ValueError, match="shard_index"):

@@ -235,13 +235,15 @@ def test_bad_inputs(workdir, tmp_path, capsys):
     (bad / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     rc, err = _run(["--checkpoint", ckpt, "--data", str(bad)], capsys)
     assert rc == 2 and "zz_broken.png" in err
-    small = tmp_path / "small"
-    save_png(small / "sliver.png", picture(12, 40, 0))
-    rc, err = _run(
-        ["--checkpoint", ckpt, "--data", str(small), "--out", str(tmp_path / "o")], capsys
+    results = tmp_path / "prev" / "results.json"
+    results.parent.mkdir()
+    results.write_text("{}")
+    rc, err = _run(  # --compare with the file this run would write: refused, kept
+        ["--checkpoint", ckpt, "--compare", str(results), "--out", str(results.parent)], capsys
     )
-    assert rc == 2 and "sliver.png" in err and "too small" in err
-    assert not (tmp_path / "o").exists()
+    assert rc == 2 and "is the input file" in err and results.read_text() == "{}"
+    rc, err = _run(["--checkpoint", ckpt, "--data", str(bad), "--out", str(bad / "e")], capsys)
+    assert rc == 2 and "inside the image folder" in err and not (bad / "e").exists()
     rc, err = _run(["--checkpoint", str(tmp_path / "nope"), "--data", str(bad)], capsys)
     assert rc == 2 and "not found" in err
     paper = str(ROOT / "configs" / "paper.py")
@@ -307,7 +309,9 @@ def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monke
     )
     assert rc == 0, err
     results = json.loads((out / "results.json").read_text())
-    assert not any("FID/KID" in note for note in results["notes"])
+    # 2 patches for 2048-d features: scored, but flagged in results.json and on the console.
+    assert any("FID/KID at 299 px from only 2 patches" in note for note in results["notes"])
+    assert "from only 2 patches" in err
     network = results["settings"]["fid_network"]
     assert "InceptionV3" in network["network"] and len(network["sha256"]) == 64
     for patch in ("299", "256"):
@@ -315,6 +319,7 @@ def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monke
         assert sorted(scores) == ["16", "8"]
         for row in scores.values():
             assert row["num_patches"] == 2  # one grid patch per 300-px image, no shifted grid
+            assert row["too_few_patches"] and row["feature_dim"] == 2048
             assert np.isfinite(row["fid"]) and row["fid"] > -1e-6
             assert np.isfinite(row["kid_mean"]) and np.isfinite(row["kid_std"])
     assert all(np.isfinite(row["fid_299"]) for row in results["levels"])
@@ -346,3 +351,36 @@ def test_inception_weights_are_found_where_pytorch_fid_keeps_them(tmp_path, monk
     assert ev.find_inception_weights() == cached
     monkeypatch.setenv("SVI_INCEPTION_WEIGHTS", str(tmp_path / "elsewhere.pth"))
     assert ev.find_inception_weights() == tmp_path / "elsewhere.pth"  # explicit wins
+
+
+def test_images_too_small_for_a_metric_are_evaluated_without_it(workdir, nets, tmp_path, capsys):
+    """A 12x40 sliver beside a 64x96 image: both coded and scored for rate and PSNR, the
+    sliver's LPIPS/DISTS/MS-SSIM marked unavailable in results.json; nothing aborts."""
+    data = tmp_path / "mixed"
+    save_png(data / "a_ok.png", picture(64, 96, 0))
+    save_png(data / "b_sliver.png", picture(12, 40, 1))
+    settings = ev.EvalSettings(levels=(1, 16))
+    results = ev.run_evaluation(
+        ev.load_model(str(workdir / "run")),
+        ev.load_dataset(str(data)),
+        tmp_path / "out",
+        settings,
+        progress=False,
+        nets=nets,
+    )
+    ok, sliver = results["images"]
+    assert set(ok["unavailable"]) == {"ms_ssim", "ms_ssim_db"}  # 5-scale MS-SSIM: 161 px
+    assert np.isfinite(ok["levels"][0]["dists"]) and np.isfinite(ok["levels"][0]["lpips_alex"])
+    assert set(sliver["unavailable"]) == {
+        "ms_ssim",
+        "ms_ssim_db",
+        "lpips_alex",
+        "lpips_vgg",
+        "dists",
+    }
+    assert "needs 16 px" in sliver["unavailable"]["dists"]
+    for row in sliver["levels"]:
+        assert row["bpp"] > 0 and np.isfinite(row["psnr"]) and np.isnan(row["dists"])
+    assert any("too small for some metrics" in n for n in results["notes"])
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["images"][1]["unavailable"]["lpips_alex"] == "needs 31 px sides"

@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.num_steps = 1_000_000  # total optimizer steps of this phase (resume continues to it)
     t.log_every = 100  # steps between scalar logs (TensorBoard + metrics.jsonl)
     t.checkpoint_every = 5000  # steps between checkpoints in workdir/checkpoints
-    t.keep_checkpoints = 3  # latest checkpoints kept (the best one is kept separately)
+    t.keep_checkpoints = 3  # latest checkpoints kept, plus the one of lowest validation loss
     t.eval_every = 5000  # steps between validations (0 = only at the end, -1 = never)
     t.val_samples = 1  # detail samples per image in validation
     t.image_every = 5000  # steps between PNG grids in workdir/images (0 = never)

@@ -11,9 +11,12 @@ ever sees `uint8` arrays of shape (H, W, 3):
   already hold 0..255;
 * CMYK, YCbCr, LAB and HSV images are converted by Pillow;
 * animated files (WebP) contribute their first frame only;
-* EXIF orientation is NOT applied: pixels are used as stored, like most codec benchmarks.
+* EXIF orientation is applied as image viewers apply it (`PIL.ImageOps.exif_transpose`):
+  a phone photo stored landscape with Orientation=6 is read as the portrait image people see.
+  Codec, training and evaluation all read through `load_image`, so they agree.
 
-Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive).
+Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive). Images are written
+(`save_image`) in the format their file name says (`OUTPUT_FORMATS`), atomically.
 
 Built-in data: `SKIMAGE_PHOTOS`, colour photos bundled with scikit-image (no download);
 `write_skimage_split(root)` writes them as PNGs into root/train and root/val so they go
@@ -23,16 +26,30 @@ through the same folder loader as any dataset.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Extensions that `list_images` picks up (compared lower-case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 PathLike = str | os.PathLike
+
+# Output extension -> (Pillow format, save options). Lossless where the format allows it, so
+# a decoded image is written as decoded; JPEG (lossy by nature) at quality 95, no subsampling.
+OUTPUT_FORMATS: dict[str, tuple[str, dict]] = {
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    ".jpeg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    ".webp": ("WEBP", {"lossless": True}),
+    ".bmp": ("BMP", {}),
+    ".tif": ("TIFF", {}),
+    ".tiff": ("TIFF", {}),
+    ".ppm": ("PPM", {}),
+}
 
 
 class DataError(ValueError):
@@ -162,7 +179,8 @@ def load_image(path: PathLike) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated data fails here and not later
-            return to_rgb8(image)
+            # As viewers show it; a no-op without an EXIF Orientation tag.
+            return to_rgb8(ImageOps.exif_transpose(image))
     except DataError as error:
         raise DataError(f"cannot use image {path}: {error}") from error
     except MemoryError:
@@ -171,14 +189,49 @@ def load_image(path: PathLike) -> np.ndarray:
         raise DataError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
 
 
+def output_format(path: PathLike) -> tuple[str, dict]:
+    """(Pillow format, save options) that the file name of `path` asks for.
+
+    Raises:
+      DataError: an extension not in `OUTPUT_FORMATS` (checked before any work is done).
+    """
+    ext = Path(path).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        known = ", ".join(OUTPUT_FORMATS)
+        raise DataError(
+            f"cannot tell the image format of output {path} from its extension "
+            f"{ext or '(none)'}: name it with one of {known}"
+        )
+    return OUTPUT_FORMATS[ext]
+
+
+def save_image(path: PathLike, image: np.ndarray) -> Path:
+    """Writes a uint8 HWC (or HW) array in the format of its extension (`output_format`),
+    atomically: a temporary file in the same folder, then a rename (no half-written file).
+
+    Raises:
+      DataError: unknown extension. OSError: the folder cannot be written.
+    """
+    path = Path(path)
+    fmt, options = output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(to_rgb8(image)).save(f, format=fmt, **options)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_png(path: PathLike, image: np.ndarray) -> Path:
     """Writes a uint8 HWC (or HW) array as a lossless PNG, atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_rgb8(image)).save(temporary, format="PNG")
-    os.replace(temporary, path)
-    return path
+    if path.suffix.lower() != ".png":
+        raise DataError(f"save_png writes PNG files: name {path} with .png")
+    return save_image(path, image)
 
 
 def eval_images(path: PathLike) -> Iterator[tuple[str, np.ndarray]]:

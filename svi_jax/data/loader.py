@@ -10,10 +10,11 @@ Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
             batch = next(loader)  # `with` (or close()) stops the workers before exit
             state = loader.get_state()  # bytes; `set_state(state)` on a new loader resumes
 
-* Images (see `image_io` for the 8-bit RGB conversions) are found recursively by
-  extension and sorted, so every host sees the same list. Host `i` of `n` takes every n-th
-  file starting at `i` (`shard_index`/`shard_count`, default `jax.process_index()` /
-  `jax.process_count()`); the last `len % n` files are dropped so hosts run equal epochs.
+* Images (see `image_io` for the 8-bit RGB conversions, EXIF orientation applied) are found
+  recursively by extension and sorted, so every host sees the same list. grain shards it:
+  host `i` of `n` reads the i-th of n contiguous, equal parts (`grain.sharding.ShardByJaxProcess`
+  by default; `shard_index`/`shard_count` give explicit `ShardOptions`); the last `len % n`
+  files are dropped so hosts run equal epochs.
 * Each host shuffles its files with `seed` (a new order each epoch), takes one random
   crop per image (no flips), repeats for `num_epochs` (None = forever) and batches with
   drop_remainder, so every batch has exactly `batch_size` images. A crop depends only on
@@ -22,10 +23,12 @@ Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
   crop size; where a reflection does not fit (a side shorter than half the padding, e.g.
   1-pixel images) symmetric padding is used instead, which repeats edge pixels.
 * A file that fails to decode is skipped: the next file of the shard is used in its
-  place, the failure is counted (`loader.num_skipped`, `loader.skipped_files`) and a
-  warning naming the file is logged once. If no file of a shard decodes, `DataError`.
-* `get_state()`/`set_state()` give grain's JSON iterator state (works with
-  `grain.checkpoint.CheckpointHandler` for orbax). The skip count is not part of it.
+  place (the replacement may belong to another host's part), the failure is counted
+  (`loader.num_skipped`, `loader.skipped_files`) and a warning naming the file is logged
+  once. If no file decodes, `DataError`.
+* `get_state()`/`set_state()` give grain's JSON iterator state; `loader.iterator` is the grain
+  iterator that `grain.checkpoint.CheckpointSave/CheckpointRestore` save in an orbax
+  checkpoint (svi_jax.training.checkpointing). The skip count is not part of it.
 * Built-in data (re-exported from `image_io`): `write_skimage_split(root)` writes the
   colour photos bundled with scikit-image as PNGs into root/train and root/val.
 """
@@ -82,17 +85,24 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _shard_indices(num_items: int, shard_index: int | None, shard_count: int | None) -> range:
-    """Indices of this host's items: every `shard_count`-th, equal counts on all hosts."""
-    if shard_index is None or shard_count is None:
+def _shard_options(
+    num_items: int, shard_index: int | None, shard_count: int | None
+) -> grain.sharding.ShardOptions:
+    """grain's sharding of `num_items` records over hosts: this JAX process's part by default,
+    equal parts (drop_remainder) so every host runs the same number of batches per epoch."""
+    if shard_index is None and shard_count is None:
+        options = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    else:
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
-    if shard_count < 1 or not 0 <= shard_index < shard_count:
-        raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}/{shard_count}")
-    usable = num_items - num_items % shard_count
-    if usable == 0:
-        raise DataError(f"{num_items} images cannot be split over {shard_count} hosts")
-    return range(shard_index, usable, shard_count)
+        if shard_count < 1 or not 0 <= shard_index < shard_count:
+            raise ValueError(
+                f"need 0 <= shard_index < shard_count, got {shard_index}/{shard_count}"
+            )
+        options = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True)
+    if num_items < options.shard_count:
+        raise DataError(f"{num_items} images cannot be split over {options.shard_count} hosts")
+    return options
 
 
 class ImageFileSource:
@@ -142,19 +152,19 @@ class ImageFileSource:
 
 
 class _TfdsImageSource:
-    """Selects this host's records of a TFDS data source and returns their RGB image."""
+    """The RGB image of each record of a TFDS data source (grain's sampler shards it)."""
 
-    def __init__(self, source: Sequence[Any], indices: Sequence[int], image_key: str):
-        self.source, self.indices, self.image_key = source, list(indices), image_key
+    def __init__(self, source: Sequence[Any], image_key: str):
+        self.source, self.image_key = source, image_key
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.source)
 
     def __repr__(self) -> str:  # grain compares it when restoring an iterator state
-        return f"TfdsImageSource({self.source!r}, {self.indices[:3]}, n={len(self.indices)})"
+        return f"TfdsImageSource({self.source!r}, n={len(self.source)})"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = to_rgb8(self.source[self.indices[index]][self.image_key])
+        image = to_rgb8(self.source[index][self.image_key])
         return {"image": image, "skip_start": 0, "skip_count": 0}
 
 
@@ -196,6 +206,7 @@ class TrainLoader(Iterator[np.ndarray]):
         self,
         source: Any,
         *,
+        shard_options: grain.sharding.ShardOptions,
         batch_size: int,
         crop_size: int,
         seed: int,
@@ -208,9 +219,12 @@ class TrainLoader(Iterator[np.ndarray]):
             raise ValueError(f"batch_size and crop_size must be >= 1: {batch_size}, {crop_size}")
         if not 0 <= seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32) for grain, got {seed}")
-        if num_epochs is not None and len(source) * num_epochs < batch_size:
+        # grain's drop_remainder split: equal contiguous parts of len // count records.
+        self._num_images = len(source) // shard_options.shard_count
+        if num_epochs is not None and self._num_images * num_epochs < batch_size:
             raise DataError(
-                f"{len(source)} images x {num_epochs} epochs cannot fill one batch of {batch_size}"
+                f"{self._num_images} images x {num_epochs} epochs cannot fill one batch of "
+                f"{batch_size}"
             )
         if not flags.FLAGS.is_parsed():  # grain (workers) reads absl flags; allow no app.run
             flags.FLAGS.mark_as_parsed()
@@ -219,7 +233,7 @@ class TrainLoader(Iterator[np.ndarray]):
         self._skipped: dict[int, str] = {}  # source index -> file, in order of discovery
         sampler = grain.samplers.IndexSampler(
             num_records=len(source),
-            shard_options=grain.sharding.NoSharding(),  # sharded above, per host
+            shard_options=shard_options,
             shuffle=True,
             num_epochs=num_epochs,
             seed=seed,
@@ -230,7 +244,9 @@ class TrainLoader(Iterator[np.ndarray]):
             operations=[_RandomCrop(crop_size), grain.transforms.Batch(batch_size, True)],
             worker_count=num_workers,
             worker_buffer_size=worker_buffer_size,
-            shard_options=grain.sharding.NoSharding(),
+            # The same options as the sampler: the loader then asks it for this host's
+            # global indices (shard_index, shard_index + count, ...).
+            shard_options=shard_options,
             # Records are full decoded images: keep the read-ahead buffer small.
             read_options=grain.ReadOptions(
                 num_threads=read_threads, prefetch_buffer_size=max(2 * read_threads, 1)
@@ -241,7 +257,14 @@ class TrainLoader(Iterator[np.ndarray]):
     @property
     def num_images(self) -> int:
         """Images (records) in this host's shard."""
-        return len(self.source)
+        return self._num_images
+
+    @property
+    def iterator(self):
+        """grain's iterator (for `grain.checkpoint.CheckpointSave/CheckpointRestore`)."""
+        if self._iterator is None:
+            raise ValueError("this TrainLoader is closed")
+        return self._iterator
 
     @property
     def num_skipped(self) -> int:
@@ -340,11 +363,12 @@ def make_train_loader(
         files = [Path(p) for p in path]
         if not files:
             raise DataError("make_train_loader got an empty list of image files")
-    shard = _shard_indices(len(files), shard_index, shard_count)
-    source = ImageFileSource([files[i] for i in shard])
+    options = _shard_options(len(files), shard_index, shard_count)
+    source = ImageFileSource(files)
     source.check_decodable()
     return TrainLoader(
         source,
+        shard_options=options,
         batch_size=batch_size,
         crop_size=crop_size,
         seed=seed,
@@ -385,9 +409,9 @@ def make_tfds_train_loader(
             "(TensorFlow itself is not required to read prepared array_record data)"
         ) from error
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    shard = _shard_indices(len(source), shard_index, shard_count)
     return TrainLoader(
-        _TfdsImageSource(source, shard, image_key),
+        _TfdsImageSource(source, image_key),
+        shard_options=_shard_options(len(source), shard_index, shard_count),
         batch_size=batch_size,
         crop_size=crop_size,
         seed=seed,

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Per-image metrics, in report order ("ms_ssim_db" = −10·log10(1 − MS-SSIM)).
 IMAGE_METRICS = ("psnr", "ms_ssim", "ms_ssim_db", "lpips_alex", "lpips_vgg", "dists")
+# Smallest side (px) each network metric gives a value for (measured: LPIPS-alex is NaN
+# below 31 px, LPIPS-vgg below 16 px; DISTS refuses below DISTS_MIN_SIZE).
+NETWORK_MIN_SIZE = {"lpips_alex": 31, "lpips_vgg": 16, "dists": DISTS_MIN_SIZE}
 MS_SSIM_SCALES, MS_SSIM_WINDOW, MS_SSIM_SIGMA = 5, 11, 1.5
 
 
@@ -92,21 +95,31 @@ def _synthesize(model: ProgressiveSIC, params, y_hat, hyper, levels, uniforms):
     return jnp.round(x * 255.0).astype(jnp.uint8)
 
 
-@jax.jit
-def _reference_features(nets, reference):
+@functools.partial(jax.jit, static_argnames="networks")
+def _reference_features(nets, reference, networks: frozenset = frozenset(NETWORK_MIN_SIZE)):
     """LPIPS and DISTS features of the original (uint8 (1, H, W, 3)): computed once per image,
-    compared with every level's reconstruction."""
+    compared with every level's reconstruction. `networks`: the metrics to prepare."""
     ref = reference.astype(jnp.float32) / 255.0
-    return {
-        "lpips_alex": lpips_features(nets["lpips_alex"], ref, "alex"),
-        "lpips_vgg": lpips_features(nets["lpips_vgg"], ref, "vgg"),
-        "dists": dists_features(nets["dists"], ref),
-    }
+    out = {}
+    for net in ("alex", "vgg"):
+        if f"lpips_{net}" in networks:
+            out[f"lpips_{net}"] = lpips_features(nets[f"lpips_{net}"], ref, net)
+    if "dists" in networks:
+        out["dists"] = dists_features(nets["dists"], ref)
+    return out
 
 
-@functools.partial(jax.jit, static_argnames="with_ms_ssim")
-def _image_metrics(nets, reference, reference_features, reconstructions, with_ms_ssim: bool):
-    """Per-reconstruction metrics; reference uint8 (1, H, W, 3), reconstructions (B, H, W, 3)."""
+@functools.partial(jax.jit, static_argnames=("with_ms_ssim", "networks"))
+def _image_metrics(
+    nets,
+    reference,
+    reference_features,
+    reconstructions,
+    with_ms_ssim: bool,
+    networks: frozenset = frozenset(NETWORK_MIN_SIZE),
+):
+    """Per-reconstruction metrics; reference uint8 (1, H, W, 3), reconstructions (B, H, W, 3).
+    Only the network metrics in `networks` are computed (the image is too small for others)."""
     rec = reconstructions.astype(jnp.float32) / 255.0
     ref = jnp.broadcast_to(reference.astype(jnp.float32) / 255.0, rec.shape)
     feats = reference_features
@@ -115,14 +128,14 @@ def _image_metrics(nets, reference, reference_features, reconstructions, with_ms
         rec_feats = lpips_features(nets[f"lpips_{net}"], rec, net)
         return lpips_from_features(nets[f"lpips_{net}"], feats[f"lpips_{net}"], rec_feats)
 
-    out = {
-        "psnr": psnr(ref, rec, data_range=1.0),
-        "lpips_alex": lpips("alex"),
-        "lpips_vgg": lpips("vgg"),
-        "dists": dists_from_features(
+    out = {"psnr": psnr(ref, rec, data_range=1.0)}
+    for net in ("alex", "vgg"):
+        if f"lpips_{net}" in networks:
+            out[f"lpips_{net}"] = lpips(net)
+    if "dists" in networks:
+        out["dists"] = dists_from_features(
             nets["dists"], feats["dists"], dists_features(nets["dists"], rec)
-        ),
-    }
+        )
     if with_ms_ssim:
         out["ms_ssim"] = ms_ssim(ref, rec, 1.0, MS_SSIM_WINDOW, MS_SSIM_SIGMA)
     return out
@@ -186,17 +199,19 @@ class _ImageEvaluator:
         """{metric: (len(recs),) float64}; `on_done(n)` after each chunk (progress)."""
         h, w = image.shape[:2]
         with_ms = min(h, w) >= ms_ssim_min_size(MS_SSIM_SCALES, MS_SSIM_WINDOW)
+        networks = frozenset(m for m, size in NETWORK_MIN_SIZE.items() if min(h, w) >= size)
         values: dict[str, list] = {}
         ref = jnp.asarray(image)[None]
-        ref_feats = _reference_features(self.nets, ref)
+        ref_feats = _reference_features(self.nets, ref, networks)
         for chunk, n in _chunks(list(recs), self.settings.metric_batch):
-            out = _image_metrics(self.nets, ref, ref_feats, jnp.asarray(np.stack(chunk)), with_ms)
+            batch = jnp.asarray(np.stack(chunk))
+            out = _image_metrics(self.nets, ref, ref_feats, batch, with_ms, networks)
             for key, v in out.items():
                 values.setdefault(key, []).append(np.asarray(v, np.float64)[:n])
             on_done(n)
         result = {k: np.concatenate(v) for k, v in values.items()}
-        if not with_ms:
-            result["ms_ssim"] = np.full(len(recs), np.nan)
+        for metric in ("ms_ssim", *NETWORK_MIN_SIZE):  # too small for it: NaN, said per image
+            result.setdefault(metric, np.full(len(recs), np.nan))
         result["ms_ssim_db"] = np.array([ms_ssim_db(v) for v in result["ms_ssim"]])
         return result
 
@@ -232,6 +247,7 @@ def evaluate(
         raise EvalInputError(f"--samples must be >= 1, got {settings.samples}")
     if len(dataset) == 0:
         raise EvalInputError(f"no images in {dataset.source}")
+    plan = metric_plan(dataset)  # per image, before any model work
     nets = nets if nets is not None else load_metric_networks()
     worker = _ImageEvaluator(codec, settings, levels, nets)
     m_samples, top = settings.samples, levels[-1]
@@ -243,10 +259,6 @@ def evaluate(
     bar = tqdm(total=len(dataset) * len(levels) * m_samples, disable=not progress, unit="rec")
     for index, (name, image) in enumerate(dataset):
         h, w = image.shape[:2]
-        if min(h, w) < DISTS_MIN_SIZE:
-            raise EvalInputError(
-                f"{name}: {h}x{w} px is too small to evaluate (DISTS needs {DISTS_MIN_SIZE} px)"
-            )
         bar.set_description(f"{name} ({index + 1}/{len(dataset)})")
         t0 = time.perf_counter()
         data = codec.compress(image, level=top, seed=settings.seed)
@@ -305,6 +317,7 @@ def evaluate(
                 "entropy_decode_s": entropy_decode_s,
                 "synthesis_s": synthesis_s,
                 "levels": level_rows,
+                **({"unavailable": plan[index]} if plan[index] else {}),
             }
         )
         if feature_fn is not None:
@@ -318,6 +331,12 @@ def evaluate(
             shown.update({(lvl, settings.seed + m): more[i] for i, (lvl, m) in enumerate(extra)})
             grid.append((name, image, shown))
     bar.close()
+    partial = [(n, p) for n, p in zip(dataset.names, plan, strict=True) if p]
+    if partial:
+        notes.append(
+            f"{len(partial)} image(s) too small for some metrics (NaN, listed per image under "
+            f"'unavailable'), e.g. {partial[0][0]}: {', '.join(partial[0][1])}"
+        )
     fid = _fid_kid(settings, levels, fid_real, fid_fake, feature_fn, notes)
     return EvalOutput(
         results={
@@ -331,6 +350,26 @@ def evaluate(
         },
         grid=grid,
     )
+
+
+def metric_plan(dataset: Dataset) -> list[dict[str, str]]:
+    """Per image, {metric: why it cannot be computed} from the image size alone (rates and
+    PSNR always can; any size >= 1 px is coded, padded as the codec pads). Logged up front."""
+    ms_min = ms_ssim_min_size(MS_SSIM_SCALES, MS_SSIM_WINDOW)
+    needs = {"ms_ssim": ms_min, "ms_ssim_db": ms_min, **NETWORK_MIN_SIZE}
+    plan = []
+    for name, (h, w) in zip(dataset.names, dataset.image_sizes(), strict=True):
+        missing = {m: f"needs {size} px sides" for m, size in needs.items() if min(h, w) < size}
+        if missing:
+            log.warning(
+                "%s (%dx%d px): too small for %s; evaluated without them",
+                name,
+                h,
+                w,
+                ", ".join(missing),
+            )
+        plan.append(missing)
+    return plan
 
 
 def _add_features(real, fake, feature_fn, patch_size, image, recs, levels) -> None:
@@ -368,5 +407,18 @@ def _fid_kid(settings, levels, real, fake, feature_fn, notes) -> dict:
                 "kid_mean": kid_mean,
                 "kid_std": kid_std,
                 "num_patches": len(feats),
+                "feature_dim": int(feats.shape[1]),
+                "too_few_patches": len(feats) <= feats.shape[1],
             }
+        if len(feats) <= feats.shape[1]:
+            # FID's covariance of D-dim features has rank < D from N <= D samples: the score
+            # is dominated by estimation error, not by the images (HiFiC and MS-ILLM use
+            # many thousands of patches for D = 2048).
+            line = (
+                f"FID/KID at {p} px from only {len(feats)} patches for {feats.shape[1]}-dim "
+                "features (needs more than the feature dimension): not comparable; "
+                "evaluate on more or larger images"
+            )
+            notes.append(line)
+            log.warning(line)
     return out

@@ -126,9 +126,16 @@ class Dataset:
     source: str
     names: tuple[str, ...]
     loader: object  # callable(index) -> uint8 (H, W, 3)
+    sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per image when known up front
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def image_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(H, W) of every image (reads each image once when not known up front)."""
+        if self.sizes is not None:
+            return self.sizes
+        return tuple(self.loader(i).shape[:2] for i in range(len(self.names)))
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         for i, name in enumerate(self.names):
@@ -152,10 +159,9 @@ def _folder(path: pathlib.Path) -> Dataset:
             raise EvalInputError(str(error)) from None
 
     # Decode every file once up front (milliseconds each), so a corrupt image stops the run
-    # before any model work rather than halfway through it.
-    for i in range(len(files)):
-        load(i)
-    return Dataset(str(path), names, load)
+    # before any model work rather than halfway through it; the sizes decide the metrics.
+    sizes = tuple(load(i).shape[:2] for i in range(len(files)))
+    return Dataset(str(path), names, load, sizes)
 
 
 def _tfds(spec: str) -> Dataset:
@@ -201,3 +207,32 @@ def load_dataset(data: str | None) -> Dataset:
     raise EvalInputError(
         f"data not found: {data} (a folder, an image, 'skimage', 'skimage-full' or tfds:NAME)"
     )
+
+
+# Files an evaluation writes into its output folder (plots add rd_<metric>.png).
+OUTPUT_NAMES = ("results.json", "results.csv", "results_per_image.csv", "grid.png")
+
+
+def check_outputs(out_dir, inputs, data: str | None) -> None:
+    """Refuses, before any work, an output folder whose files would replace an input (the
+    checkpoint, a --compare file, an image...) or that lies inside the image folder (its
+    plots would be read as images by the next run).
+
+    Raises:
+      EvalInputError: naming the output and the input.
+    """
+    from svi_jax.safety import OverwriteError, is_within, refuse_overwrite
+
+    out_dir = pathlib.Path(out_dir)
+    files = [pathlib.Path(p) for p in inputs if p and not pathlib.Path(p).is_dir()]
+    outputs = [out_dir / n for n in OUTPUT_NAMES]
+    outputs += [out_dir / f.name for f in files if f.name.startswith("rd_") and f.suffix == ".png"]
+    try:
+        refuse_overwrite(files, outputs)
+    except OverwriteError as error:
+        raise EvalInputError(f"{error} (--out)") from None
+    if data and pathlib.Path(data).is_dir() and is_within(out_dir, data):
+        raise EvalInputError(
+            f"--out {out_dir} is inside the image folder {data}: its plots would be read as "
+            "images next time; choose an --out outside it"
+        )

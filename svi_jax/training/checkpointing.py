@@ -1,83 +1,151 @@
-"""Checkpoints with orbax: the last N under workdir/checkpoints, the best (lowest validation
-loss) under workdir/checkpoints/best, the config as JSON beside them.
+"""Checkpoints with one orbax CheckpointManager in workdir/checkpoints, the config beside them.
 
-Each checkpoint holds the whole training state (params, optimizer states, step, RNG, GAN
-discriminator) and, when the loader supports it, the data iterator position (grain JSON).
+Which checkpoints stay is orbax's own preservation policy: the latest `keep_checkpoints`
+(`LatestN`) plus the one with the lowest validation loss (`BestN` on the metric saved with it;
+checkpoints saved without a validation are kept only while they are among the latest). Each
+checkpoint holds the whole training state (params, optimizer states, step, RNG, GAN
+discriminator) under "state" and, for grain loaders, the data iterator position under "data"
+(grain's own orbax handler, `grain.checkpoint.CheckpointSave`: one JSON file per process).
+
+Resuming uses the newest checkpoint that restores: a damaged one (array data deleted, the
+state folder gone, a truncated file) is skipped with a one-line warning naming it, and left
+where it is until a new checkpoint of the same step replaces it. Nothing under
+workdir/checkpoints is written before the run has decided to use the workdir (`config.json`
+is written with the first save).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import pathlib
+import shutil
 
+import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "val_loss"
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of the workdir can be restored; the message says which and what to do."""
+
+
+def _val_loss(metrics) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+class _NoMetricsNote(logging.Filter):
+    """Drops orbax's warning for every save without metrics: here that is by design (steps
+    that were not validated are kept only as "latest", never ranked as "best")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsNote())
 
 
 class Checkpointer:
+    """workdir/checkpoints/<step>/{state, data}: keep the latest N plus the best by val_loss."""
+
     def __init__(self, workdir: str | pathlib.Path, config: ml_collections.ConfigDict):
         self.directory = pathlib.Path(workdir).resolve() / "checkpoints"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "config.json").write_text(config.to_json_best_effort(indent=2))
-        t = config.train
-        self.latest = ocp.CheckpointManager(
+        self._config_json = config.to_json_best_effort(indent=2)
+        policy = ocp.checkpoint_managers
+        self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=t.keep_checkpoints, enable_async_checkpointing=False
-            ),
-        )
-        self.best = ocp.CheckpointManager(
-            self.directory / "best",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1,
-                best_fn=lambda metrics: metrics[BEST_METRIC],
+                # best_fn/best_mode make best_step() answer; the policy decides what stays.
+                best_fn=_val_loss,
                 best_mode="min",
+                preservation_policy=policy.AnyPreservationPolicy(
+                    [
+                        policy.LatestN(n=int(config.train.keep_checkpoints)),
+                        policy.BestN(
+                            get_metric_fn=_val_loss,
+                            reverse=True,  # sorted high-to-low loss: the last is the lowest
+                            n=1,
+                            keep_checkpoints_without_metrics=False,
+                        ),
+                    ]
+                ),
                 enable_async_checkpointing=False,
+                create=False,  # the folder is made by the first save, not by opening
             ),
         )
 
-    @staticmethod
-    def _args(state, data_state: bytes | None):
+    def save(self, step: int, state, data_iterator=None, val_loss: float | None = None) -> None:
+        """Saves `state` (and the grain iterator's position) at `step`; `val_loss` (the mean
+        validation loss, when this step was validated) ranks it for "best"."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "config.json").write_text(self._config_json)
+        if (self.directory / str(step)).exists():  # a damaged checkpoint skipped at resume
+            shutil.rmtree(self.directory / str(step))
+            self.manager.reload()
         items = {"state": ocp.args.StandardSave(state)}
-        if data_state is not None:
-            items["data"] = ocp.args.JsonSave(json.loads(data_state))
-        return ocp.args.Composite(**items)
-
-    def save(self, step: int, state, data_state: bytes | None) -> None:
-        self.latest.save(step, args=self._args(state, data_state), force=True)
-        self.latest.wait_until_finished()
-
-    def save_best(self, step: int, state, val_loss: float) -> bool:
-        """Saves when `val_loss` is the lowest so far; returns whether it did."""
-        best_step = self.best.best_step()
-        if best_step is not None:
-            previous = self.best.metrics(best_step) or {}
-            if previous.get(BEST_METRIC, float("inf")) <= val_loss:
-                return False
-        self.best.save(
-            step, args=self._args(state, None), metrics={BEST_METRIC: float(val_loss)}, force=True
-        )
-        self.best.wait_until_finished()
-        return True
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        metrics = None if val_loss is None else {BEST_METRIC: float(val_loss)}
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
-        return self.latest.latest_step()
+        return self.manager.latest_step()
 
-    def restore(self, step: int, abstract_state) -> tuple[dict, bytes | None]:
-        """-> (state with the shardings of `abstract_state`, data iterator state or None)."""
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if (self.directory / str(step) / "data").exists():
-            items["data"] = ocp.args.JsonRestore()
-        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
-        data = restored.get("data") if "data" in items else None
-        return restored["state"], (json.dumps(data).encode() if data is not None else None)
+    def best_step(self) -> int | None:
+        """The saved step with the lowest val_loss, or None when no saved step has one."""
+        if not any(self.manager.metrics(s) for s in self.manager.all_steps()):
+            return None
+        return self.manager.best_step()
+
+    def restore(self, step: int, abstract_state, data_iterator=None) -> dict:
+        """The state of `step` with the shardings of `abstract_state`; the grain iterator (if
+        given and saved) is set to the saved position in place."""
+        restore = lambda **items: self.manager.restore(step, args=ocp.args.Composite(**items))
+        state = restore(state=ocp.args.StandardRestore(abstract_state))["state"]
+        # Only once the state restored: a damaged step must not move the iterator.
+        if data_iterator is not None and (self.directory / str(step) / "data").exists():
+            restore(data=grain.checkpoint.CheckpointRestore(data_iterator))
+        return state
+
+    def restore_newest_intact(self, abstract_state, data_iterator=None) -> tuple[dict, int] | None:
+        """(state, step) of the newest checkpoint that restores, or None without checkpoints.
+
+        Damaged checkpoints are skipped with one warning line naming them.
+
+        Raises:
+          CheckpointError: checkpoints exist but none restores.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        damaged: list[str] = []
+        for step in steps:
+            try:
+                state = self.restore(step, abstract_state, data_iterator)
+            except Exception as error:  # orbax/TensorStore raise many types for damaged files
+                reason = " ".join(str(error).split())[:80] or type(error).__name__
+                damaged.append(f"{self.directory / str(step)} ({type(error).__name__}: {reason})")
+                continue
+            if damaged:
+                best = " (the best by validation loss)" if step == self.best_step() else ""
+                logger.warning(
+                    "skipped damaged checkpoint(s) %s; resuming from step %d%s",
+                    "; ".join(damaged),
+                    step,
+                    best,
+                )
+            return state, step
+        if not steps:
+            return None
+        raise CheckpointError(
+            f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}. Delete the "
+            "damaged step folders to start this workdir from scratch, or use a new --workdir"
+        )
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        self.manager.close()
 
 
 def abstract_like(state, sharding) -> dict:

@@ -17,7 +17,7 @@ from svi_jax.data import loader as data_loader
 from svi_jax.metrics.lpips import load_lpips_params
 from svi_jax.nn.model import build_model
 from svi_jax.tracing import trace_count
-from svi_jax.training import steps
+from svi_jax.training import preflight, steps
 from svi_jax.training.checkpointing import Checkpointer, abstract_like
 from svi_jax.training.logging_utils import MetricWriter, save_image_grid
 from svi_jax.training.validation import Validator, load_validation_images
@@ -69,6 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     Returns {"step", "summary", "val", "checkpoints", "logs", "export"}.
     """
     workdir = pathlib.Path(workdir).resolve()
+    preflight.check_run(config, workdir)  # every input, before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
     t = config.train
@@ -88,17 +89,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         config, model, lpips_params, load_validation_images(val_path, config.data.val_crop)
     )
     ckpt = Checkpointer(workdir, config)
-    writer = MetricWriter(workdir, enabled=primary)
     rng = jax.random.PRNGKey(int(config.seed))
 
     # State: resume this phase, else start from the previous phase's export, else from scratch.
     init = lambda params=None: steps.init_state(config, model, rng, params)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        abstract = abstract_like(jax.eval_shape(init), replicated)
-        state, data_state = ckpt.restore(latest, abstract)
-        if data_state is not None:
-            loader.set_state(data_state)
+    abstract = abstract_like(jax.eval_shape(init), replicated)
+    resumed = ckpt.restore_newest_intact(abstract, _grain_iterator(loader))
+    if resumed is not None:
+        state, latest = resumed
         logger.info("resumed from %s at step %d", ckpt.directory, latest)
     elif t.init_from:
         _, params, digest = load_exported_model(t.init_from)
@@ -106,6 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         logger.info("%s phase starts from %s (params %s)", config.phase, t.init_from, digest[:12])
     else:
         state = jax.jit(init, out_shardings=replicated)()
+    writer = MetricWriter(workdir, enabled=primary)  # after the workdir's checkpoints proved usable
 
     train_step = jax.jit(
         steps.make_step_fn(config, model, lpips_params),
@@ -156,16 +155,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             )
             if every(t.log_every, step):
                 writer.write(step, "train", metrics, level=int(metrics["level"]))
-            if every(t.checkpoint_every, step):
-                ckpt.save(step, state, _loader_state(loader))
-            if t.eval_every >= 0 and every(t.eval_every, step):
+            validate = t.eval_every >= 0 and every(t.eval_every, step)
+            if validate:
                 val = validator.run(state["params"])
                 for level, row in val["levels"].items():
                     writer.write(step, "val", row, level=level)
                 writer.write(step, "val", {"loss": val["loss"]})
-                if ckpt.save_best(step, state, val["loss"]):
-                    export(step, val_loss=val["loss"], best=True)
                 logger.info("step %d: %s", step, _summary(val))
+            if validate or every(t.checkpoint_every, step):  # validated: a "best" candidate
+                loss = val["loss"] if validate else None
+                ckpt.save(step, state, _grain_iterator(loader), val_loss=loss)
+                if validate and ckpt.best_step() == step:
+                    export(step, val_loss=val["loss"], best=True)
             if t.image_every > 0 and (step % t.image_every == 0 or step == t.num_steps) and primary:
                 original, recons = validator.reconstructions(state["params"], t.image_levels)
                 save_image_grid(workdir / "images" / f"step_{step:07d}.png", original, recons)
@@ -192,6 +193,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     }
 
 
-def _loader_state(loader) -> bytes | None:
-    get_state = getattr(loader, "get_state", None)
-    return get_state() if get_state is not None else None
+def _grain_iterator(loader):
+    """The grain iterator behind `loader` (saved by grain's orbax handler), or None."""
+    return getattr(loader, "iterator", None)

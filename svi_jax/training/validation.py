@@ -5,10 +5,16 @@ The validation loss at level l is the test-mode objective
 and "the" validation loss is its mean over the 16 levels (the official "best" rule).
 bpp is estimated from the likelihoods of round(y) and z_hat (no entropy coding here);
 PSNR uses reconstructions rounded to 8 bits. One compilation serves every level.
+
+Images of any size >= 1 px are used whole (after the centre crop): they are zero-padded
+bottom/right to a multiple of 64 exactly as the codec pads them (`pad_to_multiple`), and
+MSE, PSNR and bpp are measured on the original H x W. LPIPS uses the original H x W when
+both sides are >= LPIPS_MIN_SIZE, else the padded pair (AlexNet has no output below that).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import jax
@@ -16,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from svi_jax.data.image_io import DataError, eval_images
-from svi_jax.forward import latent_shapes, test_forward
+from svi_jax.forward import latent_shapes, pad_to_multiple, test_forward
 from svi_jax.metrics.lpips import lpips_distance
 from svi_jax.objective import level_weights
 
 logger = logging.getLogger(__name__)
+LPIPS_MIN_SIZE = 31  # px: below it LPIPS-alex has no feature map left (NaN)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -32,12 +39,11 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_validation_images(path, crop: int) -> list[tuple[str, np.ndarray]]:
-    """[(name, float32 HWC in [0, 1])], center-cropped to `crop` (0: full), 64-multiple sides."""
+    """[(name, float32 HWC in [0, 1])], center-cropped to `crop` (0: full), any size."""
     images = []
     for name, image in eval_images(path):
         image = center_crop(image, crop)
-        h, w = (max(side - side % 64, 64) for side in image.shape[:2])  # whole latents, no pad
-        images.append((name, image[:h, :w].astype(np.float32) / 255.0))
+        images.append((name, image.astype(np.float32) / 255.0))
     if not images:
         raise DataError(f"no validation image in {path}")
     return images
@@ -50,16 +56,18 @@ class Validator:
         self.key = jax.random.PRNGKey(int(config.seed) + 1)
         loss_cfg = config.loss
 
-        @jax.jit
-        def evaluate(params, x, level, key):
-            logger.info("tracing the validation pass for %s", x.shape)
+        @functools.partial(jax.jit, static_argnames="hw")
+        def evaluate(params, x, level, key, hw):
+            logger.info("tracing the validation pass for %s (image %s)", x.shape, hw)
             y_shape, _ = latent_shapes(model, x.shape)
             u = jax.random.uniform(key, (self.num_samples * y_shape[0], *y_shape[1:]))
-            out = test_forward(model, params, x, level, u)
+            out = test_forward(model, params, x, level, u, num_pixels=hw[0] * hw[1])
             x_hat = out["x_hat"]
             x_rep = jnp.tile(x, (self.num_samples, 1, 1, 1))
-            mse = jnp.mean((x_rep - x_hat) ** 2)
-            lp = jnp.mean(lpips_distance(lpips_params, x_rep, x_hat, "alex"))
+            crop = lambda a: a[:, : hw[0], : hw[1]]
+            mse = jnp.mean((crop(x_rep) - crop(x_hat)) ** 2)
+            lp_in = (crop(x_rep), crop(x_hat)) if min(hw) >= LPIPS_MIN_SIZE else (x_rep, x_hat)
+            lp = jnp.mean(lpips_distance(lpips_params, *lp_in, "alex"))
             lam, gam, beta = level_weights(loss_cfg, level)
             r = out["rates"]
             bpp = r.bpp_ys + r.bpp_z
@@ -70,8 +78,9 @@ class Validator:
         self._evaluate = evaluate
 
     def _one(self, params, image, level):
-        key = jax.random.fold_in(self.key, level)  # sides are multiples of 64: no padding
-        return self._evaluate(params, jnp.asarray(image[None]), jnp.int32(level), key)
+        key = jax.random.fold_in(self.key, level)
+        x, hw = pad_to_multiple(image[None])  # as the codec pads: zeros bottom/right
+        return self._evaluate(params, jnp.asarray(x), jnp.int32(level), key, hw=hw)
 
     def run(self, params) -> dict:
         """{"loss": mean over levels, "levels": {l: {loss, bpp, psnr, lpips}}}."""

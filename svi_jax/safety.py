@@ -1,0 +1,134 @@
+"""What every entry point (svi-codec, train.py, eval.py) shares to fail safely.
+
+* `refuse_overwrite(inputs, outputs)`: an output that is one of the command's own inputs
+  (same file after resolving symlinks, `./x` vs `x`, hard links) is refused before any work.
+* `runtime_failure(error)`: a one-line message for out-of-memory and other runtime failures
+  (XLA's `JaxRuntimeError`, `MemoryError`), or None for errors that are bugs (tracebacks).
+
+`jax.errors.JaxRuntimeError` exists in jax 0.10.2 and 0.11.x (it is jaxlib's XlaRuntimeError
+under its public name); it is looked up lazily so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+# Phrases with which XLA (CPU, GPU, TPU) reports an allocation failure.
+OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "Allocation", "allocat")
+
+
+class OverwriteError(ValueError):
+    """An output path names one of the command's inputs; the message names both."""
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when `a` and `b` are the same file: equal resolved paths (symlinks, `./x`, `x`)
+    or, when both exist, the same inode (hard links)."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when `path` (resolved) is `folder` or lies inside it."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    return p == f or f in p.parents
+
+
+def refuse_overwrite(
+    inputs: Iterable[str | os.PathLike | None], outputs: Iterable[str | os.PathLike | None]
+) -> None:
+    """Raises OverwriteError when an output is the same file as an input (None entries skip)."""
+    ins = [i for i in inputs if i]
+    for out in outputs:
+        if not out:
+            continue
+        for source in ins:
+            if same_file(out, source):
+                raise OverwriteError(
+                    f"output {out} is the input file {source}: refusing to overwrite an input; "
+                    "choose another output path"
+                )
+
+
+def _jax_runtime_error() -> type[BaseException] | None:
+    try:
+        import jax
+
+        return jax.errors.JaxRuntimeError
+    except (ImportError, AttributeError):  # pragma: no cover - jax without the alias
+        return None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, or an XLA runtime error whose message reports an allocation failure."""
+    if isinstance(error, MemoryError):
+        return True
+    runtime = _jax_runtime_error()
+    text = str(error)
+    return bool(runtime and isinstance(error, runtime) and any(m in text for m in OOM_MARKERS))
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """The error message on one line, cut to `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def runtime_failure(error: BaseException, what: str) -> str | None:
+    """One line for an out-of-memory or XLA runtime failure of `what` (e.g. "compressing x"),
+    or None when `error` is neither (let it surface as the bug it is)."""
+    if is_out_of_memory(error):
+        return (
+            f"out of memory while {what} ({type(error).__name__}: {one_line(error, 160)}); "
+            "free memory, use a smaller image/batch, or a machine with more memory"
+        )
+    runtime = _jax_runtime_error()
+    if runtime is not None and isinstance(error, runtime):
+        return f"XLA runtime failure while {what}: {one_line(error, 200)}"
+    return None
+
+
+@contextlib.contextmanager
+def fail_in_one_line(program: str, user_errors: tuple[type[BaseException], ...] = ()):
+    """Ends the process with one line on stderr and exit status 1 for `user_errors` and for
+    out-of-memory / XLA runtime failures; other exceptions (bugs) keep their traceback.
+
+    Outputs are written atomically by every entry point, so nothing half-written remains."""
+    try:
+        yield
+    except user_errors as error:
+        print(f"{program}: error: {one_line(error, 1000)}", file=sys.stderr)
+        sys.exit(1)
+    except (MemoryError, RuntimeError) as error:
+        line = runtime_failure(error, f"running {program}")
+        if line is None:
+            raise
+        print(f"{program}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def training_errors() -> tuple[type[BaseException], ...]:
+    """The user-facing error types of a training run (each message names its file or flag)."""
+    from svi_jax.data.image_io import DataError
+    from svi_jax.training.checkpointing import CheckpointError
+    from svi_jax.training.loop import TrainingDivergedError
+    from svi_jax.training.preflight import PreflightError
+    from svi_jax.weights.export import ExportError
+
+    return (
+        DataError,
+        PreflightError,
+        CheckpointError,
+        ExportError,
+        OverwriteError,
+        TrainingDivergedError,
+    )

@@ -1,0 +1,181 @@
+"""Checks of every input of a training run, before the first step and before any write.
+
+`check_run(config, workdir)` is called first thing by `train_and_evaluate`. It reads, and
+never writes: a run it refuses leaves the workdir exactly as it was. Each failure is one
+`PreflightError` line naming the file or flag and what to do:
+
+* flags: batch size, crop size (a positive multiple of 64: the model's total downscaling),
+  validation crop, step counts, checkpoints kept, seed;
+* data: the training folder holds images whose headers Pillow reads (files that do not are
+  listed in a warning: the loader skips them), every validation image decodes (any size
+  >= 1 px: validation pads them as the codec does, svi_jax.forward.pad_to_multiple);
+* the previous phase's export (`train.init_from`) loads, has this config's model, and is not
+  this run's own export (which the run would overwrite);
+* the workdir: not a file; checkpoints in it were written with this model and phase;
+  no training or validation folder inside its output folders, nor the workdir inside them
+  (the run's PNG grids would become training images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import ml_collections
+from PIL import Image
+
+from svi_jax.data.image_io import DataError, list_images, load_image
+from svi_jax.nn.model import DOWNSCALE_Z
+from svi_jax.safety import is_within
+from svi_jax.weights.export import EXECUTION_ONLY_FIELDS, ExportError, load_exported_model
+
+logger = logging.getLogger(__name__)
+OUTPUT_FOLDERS = ("checkpoints", "export", "images", "tensorboard")  # what a run writes
+
+
+class PreflightError(DataError):
+    """An input of a training run (data, flag, checkpoint) that cannot be used; the message
+    names it. A `DataError`, so callers that catch data errors catch these too."""
+
+
+def model_config_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+    """Model-config fields that differ (execution-only fields such as remat excluded)."""
+    da, db = dict(a.model.to_dict()), dict(b.model.to_dict())
+    norm = lambda v: list(v) if isinstance(v, tuple | list) else v  # JSON turns tuples to lists
+    keys = (set(da) | set(db)) - EXECUTION_ONLY_FIELDS
+    return sorted(k for k in keys if norm(da.get(k)) != norm(db.get(k)))
+
+
+def check_flags(config: ml_collections.ConfigDict) -> None:
+    d, t = config.data, config.train
+    crop = int(d.crop_size)
+    problems = []
+    if int(d.batch_size) < 1:
+        problems.append(f"--config.data.batch_size={d.batch_size} must be >= 1")
+    if crop < DOWNSCALE_Z or crop % DOWNSCALE_Z:
+        problems.append(
+            f"--config.data.crop_size={crop} must be a positive multiple of {DOWNSCALE_Z} "
+            "(the model downscales by 64)"
+        )
+    if int(d.val_crop) < 0:
+        problems.append(f"--config.data.val_crop={d.val_crop} must be >= 0 (0: whole image)")
+    if int(t.num_steps) < 0:
+        problems.append(f"--config.train.num_steps={t.num_steps} must be >= 0")
+    if int(t.keep_checkpoints) < 1:
+        problems.append(f"--config.train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
+    if not 0 <= int(config.seed) < 2**32:
+        problems.append(f"--config.seed={config.seed} must be in [0, 2**32)")
+    if config.phase not in ("warming", "main", "gan"):
+        problems.append(f"--config.phase={config.phase!r} must be warming, main or gan")
+    if problems:
+        raise PreflightError("; ".join(problems))
+
+
+def check_training_images(path: str) -> None:
+    """The folder holds images; their headers are read (cheap: no pixel decoding)."""
+    try:
+        files = list_images(path)
+    except DataError as error:
+        raise PreflightError(f"training data (--config.data.train): {error}") from None
+    unreadable = []
+    for file in files:
+        try:
+            with Image.open(file):
+                pass
+        except Exception as error:  # Pillow raises many types for foreign bytes
+            unreadable.append(f"{file} ({type(error).__name__})")
+    if len(unreadable) == len(files):
+        raise PreflightError(
+            f"no training image in {path} can be read, e.g. {unreadable[0]}: check the folder"
+        )
+    if unreadable:
+        logger.warning(
+            "%d of %d training images cannot be read and will be skipped, e.g. %s",
+            len(unreadable),
+            len(files),
+            unreadable[0],
+        )
+
+
+def check_validation_images(path: str) -> None:
+    """Every validation image decodes (they are all used at every validation)."""
+    try:
+        files = list_images(path)
+    except DataError as error:
+        raise PreflightError(f"validation data (--config.data.val): {error}") from None
+    for file in files:
+        try:
+            image = load_image(file)
+        except DataError as error:
+            raise PreflightError(
+                f"validation image {file} cannot be used: {error}; fix or remove it"
+            ) from None
+        if min(image.shape[:2]) < 1:
+            raise PreflightError(f"validation image {file} is empty ({image.shape[:2]})")
+
+
+def check_init_from(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    source = config.train.init_from
+    if not source:
+        return
+    if is_within(source, workdir / "export") or pathlib.Path(source).resolve() == workdir:
+        raise PreflightError(
+            f"--config.train.init_from={source} is this run's own export, which the run "
+            "overwrites: give each phase its own --workdir"
+        )
+    try:
+        previous, _, _ = load_exported_model(source)
+    except ExportError as error:
+        raise PreflightError(f"--config.train.init_from={source}: {error}") from None
+    diff = model_config_diff(previous, config)
+    if diff:
+        raise PreflightError(
+            f"--config.train.init_from={source} holds another model (differs in: "
+            f"{', '.join(diff)}); start from an export of this config"
+        )
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise PreflightError(f"--workdir {workdir} is a file, not a folder")
+    saved = workdir / "checkpoints" / "config.json"
+    if saved.is_file():
+        try:
+            previous = ml_collections.ConfigDict(json.loads(saved.read_text()))
+        except (OSError, ValueError) as error:
+            raise PreflightError(f"cannot read {saved}: {error}; move the workdir aside") from None
+        diff = model_config_diff(previous, config)
+        if previous.get("phase") != config.phase:
+            diff.append(f"phase {previous.get('phase')} -> {config.phase}")
+        if diff:
+            raise PreflightError(
+                f"{workdir} holds checkpoints of another model or phase (differs in: "
+                f"{', '.join(diff)}); use a new --workdir, or the config it was trained with "
+                f"({saved})"
+            )
+    for flag in ("train", "val"):
+        folder = config.data[flag]
+        if not folder:
+            continue
+        outputs = [workdir / name for name in OUTPUT_FOLDERS]
+        if any(is_within(folder, out) for out in outputs) or is_within(workdir, folder):
+            raise PreflightError(
+                f"--config.data.{flag}={folder} overlaps the run's outputs in {workdir} "
+                "(its PNG grids and exports would be read as images): choose another --workdir"
+            )
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
+    """Runs every check; raises PreflightError (one line) at the first failure. Writes nothing."""
+    workdir = pathlib.Path(workdir).resolve()
+    check_flags(config)
+    d = config.data
+    if (d.train or d.tfds_name) and not d.val:
+        raise PreflightError("--config.data.val (a held-out image folder) is required")
+    if d.train:
+        check_training_images(d.train)
+    if d.val:
+        check_validation_images(d.val)
+    check_workdir(config, workdir)
+    check_init_from(config, workdir)

@@ -1,0 +1,203 @@
+"""No svi-codec command writes over its own input; outputs follow their file name; runtime
+failures (out of memory) are one line with no output file."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import svi_jax
+from svi_jax import safety
+from svi_jax.codec import api
+from svi_jax.codec.cli import main
+from svi_jax.configs import tiny
+from svi_jax.weights.export import save_exported_model
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    config = tiny.get_config()
+    model = svi_jax.build_model(config.model)
+    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    return save_exported_model(tmp_path_factory.mktemp("model") / "export", config, params)
+
+
+@pytest.fixture(scope="module")
+def sic(export_dir, tmp_path_factory):
+    """(png path, sic path) of a 40x70 image compressed at every level."""
+    folder = tmp_path_factory.mktemp("files")
+    rgb = (np.random.RandomState(0).rand(40, 70, 3) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "in.png")
+    assert main(["compress", str(folder / "in.png"), str(folder / "a.sic"), *_ck(export_dir)]) == 0
+    return folder / "in.png", folder / "a.sic"
+
+
+def _ck(export_dir):
+    return ["--checkpoint", str(export_dir)]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _aliases(path, tmp_path):
+    """The same file under other names: ./relative, a symlink, a hard link."""
+    link = tmp_path / f"link_{path.name}"
+    link.symlink_to(path)
+    hard = tmp_path / f"hard_{path.name}"
+    os.link(path, hard)
+    relative = os.path.relpath(path)
+    return [str(path), f"./{relative}" if not relative.startswith(".") else relative, link, hard]
+
+
+def test_compress_and_decompress_refuse_to_replace_their_input(
+    export_dir, sic, tmp_path, capsys, monkeypatch
+):
+    png, data = sic
+    monkeypatch.chdir(png.parent.parent)
+    for command, source in (("compress", png), ("decompress", data)):
+        before = source.read_bytes()
+        (tmp_path / command).mkdir()
+        for alias in _aliases(source, tmp_path / command):
+            rc = main([command, str(source), str(alias), *_ck(export_dir)])
+            assert rc == 1, (command, alias)
+            err = _one_error_line(capsys)
+            assert "is the input file" in err and source.name in err
+            assert source.read_bytes() == before
+        for f in (tmp_path / command).iterdir():
+            f.unlink()
+    # The model files are inputs too.
+    target = export_dir / "params.msgpack"
+    before = target.read_bytes()
+    assert main(["compress", str(png), str(target), *_ck(export_dir)]) == 1
+    assert "params.msgpack" in _one_error_line(capsys) and target.read_bytes() == before
+
+
+def test_truncate_rewrites_its_input_only_with_in_place(sic, tmp_path, capsys):
+    _, data = sic
+    copy = tmp_path / "b.sic"
+    copy.write_bytes(data.read_bytes())
+    for out in (copy, f"{tmp_path}/./b.sic"):
+        assert main(["truncate", str(copy), str(out), "--level", "2"]) == 1
+        assert "--in-place" in _one_error_line(capsys)
+        assert copy.read_bytes() == data.read_bytes()
+    assert main(["truncate", str(copy), "--level", "2"]) == 1  # no output, no --in-place
+    _one_error_line(capsys)
+    assert main(["truncate", str(copy), "--level", "2", "--in-place"]) == 0
+    assert copy.read_bytes() == api.truncate(data.read_bytes(), 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.sic"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [("o.png", b"\x89PNG"), ("o.jpg", b"\xff\xd8"), ("o.JPEG", b"\xff\xd8"), ("o.webp", b"RIFF")],
+)
+def test_decompress_writes_the_format_of_its_name(export_dir, sic, tmp_path, name, magic):
+    _, data = sic
+    out = tmp_path / name
+    assert main(["decompress", str(data), str(out), *_ck(export_dir), "--level", "2"]) == 0
+    assert out.read_bytes()[: len(magic)] == magic
+    with Image.open(out) as image:
+        assert image.size == (70, 40)
+
+
+def test_unknown_or_lying_output_names_are_refused_before_work(
+    export_dir, sic, tmp_path, capsys, monkeypatch
+):
+    png, data = sic
+    called = []
+    monkeypatch.setattr(api.Codec, "decompress", lambda *a, **k: called.append(1))
+    for name in ("o.xyz", "noextension"):
+        rc = main(["decompress", str(data), str(tmp_path / name), *_ck(export_dir)])
+        assert rc == 1 and name in _one_error_line(capsys)
+    assert not called and not list(tmp_path.iterdir())
+    # .sic data under an image's name would lie about its format.
+    for name in ("c.png", "c.jpg"):
+        assert main(["compress", str(png), str(tmp_path / name), *_ck(export_dir)]) == 1
+        assert "name it .sic" in _one_error_line(capsys)
+        assert main(["truncate", str(data), str(tmp_path / name), "--level", "1"]) == 1
+        _one_error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 12.3GiB"),
+        jax.errors.JaxRuntimeError("INTERNAL: something failed in XLA"),
+    ],
+)
+def test_runtime_failures_are_one_line_without_output(
+    export_dir, sic, tmp_path, capsys, monkeypatch, error
+):
+    png, data = sic
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(api.Codec, "compress", fail)
+    monkeypatch.setattr(api.Codec, "decompress", fail)
+    assert main(["compress", str(png), str(tmp_path / "x.sic"), *_ck(export_dir)]) == 1
+    err = _one_error_line(capsys)
+    assert ("out of memory" in err) == (
+        not isinstance(error, RuntimeError) or "RESOURCE" in str(error)
+    )
+    assert main(["decompress", str(data), str(tmp_path / "x.png"), *_ck(export_dir)]) == 1
+    _one_error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_other_runtime_errors_stay_tracebacks(export_dir, sic, tmp_path, monkeypatch):
+    png, _ = sic
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(api.Codec, "compress", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["compress", str(png), str(tmp_path / "x.sic"), *_ck(export_dir)])
+
+
+def test_same_file_helper(tmp_path):
+    a = tmp_path / "a"
+    a.write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert safety.same_file(a, tmp_path / "sub" / ".." / "a")
+    assert not safety.same_file(a, tmp_path / "b")  # missing output: compared by path
+    with pytest.raises(safety.OverwriteError, match="is the input file"):
+        safety.refuse_overwrite([None, a], [tmp_path / "b", a])
+
+
+def test_eval_and_train_entry_points_end_runtime_failures_in_one_line(
+    export_dir, tmp_path, capsys, monkeypatch
+):
+    import eval as eval_cli
+    from svi_jax import evaluation as ev
+
+    def out_of_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9GiB")
+
+    monkeypatch.setattr(ev, "run_evaluation", out_of_memory)
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(export_dir), "--out", str(out), "--inception", "none"]
+    with pytest.raises(SystemExit) as exit_info:
+        eval_cli.main([*args, "--no-progress"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("eval.py: error: out of memory") and not out.exists()
+    # train.py wraps train_and_evaluate the same way, with its user errors as one line too.
+    from svi_jax.training.preflight import PreflightError
+
+    for error in (MemoryError(), PreflightError("--config.data.val x: bad")):
+        with pytest.raises(SystemExit) as exit_info:
+            with safety.fail_in_one_line("train.py", safety.training_errors()):
+                raise error
+        assert exit_info.value.code == 1
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
