@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from svi_jax.codec import format as fmt
-from svi_jax.codec.integer_model import IntegerEntropyModel
+from svi_jax.codec import integer_model
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
 from svi_jax.codec.tables import FRAC_BITS, z_medians
 from svi_jax.codec.wavefront import decode_slice, get_schedule
@@ -73,8 +73,9 @@ class Codec:
         self.model = build_model(config.model)
         host = jax.tree_util.tree_map(np.asarray, params)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.model_hash = bytes.fromhex(model_hash or params_hash(host, config))
-        self.entropy = IntegerEntropyModel(host, self.model.num_slices)
+        model_hash = model_hash or params_hash(host, config)
+        self.model_hash = bytes.fromhex(model_hash)
+        self.entropy = integer_model.derive(host, self.model.num_slices, model_hash)
         self.medians = jnp.asarray(z_medians(host))
         self.encoder_id = fmt.encoder_id(jax.default_backend())
 

@@ -54,6 +54,7 @@ Y_LIMIT = 1 << 15  # ŷ symbols fed to the context model are clipped to ±2**15
 LEAKY_MUL, LEAKY_SHIFT = 10486, 20  # LeakyReLU slope 0.01 ≈ 10486 / 2**20
 EXACT_LIMIT = 1 << 53  # float64 represents every integer below this exactly
 _MAX_LEFT_SHIFT = 30
+_SMALL_PRODUCT = 1 << 21  # multiply-adds below which `_dot` avoids BLAS
 # h_s geometry (svi_jax.nn.hyperprior.HyperSynthesis): (name, stride, padding, output
 # padding, ReLU after).
 HYPER_LAYERS = (
@@ -125,8 +126,17 @@ def leaky_relu(y: np.ndarray) -> np.ndarray:
 
 
 def _dot(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Integer x (..., in) times integer weight (in, out): exact (module docstring)."""
-    return np.matmul(x.astype(np.float64), weight)
+    """Integer x (..., in) times integer weight (in, out): exact (module docstring).
+
+    Large products go to BLAS as 2-D arrays (numpy's stacked matmul does not call BLAS);
+    small ones, like a wavefront step's, to einsum's own loop: a threaded BLAS can spend 100×
+    the arithmetic waking its threads on a busy machine. Both give the exact integers."""
+    flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float64)
+    if flat.shape[0] * weight.size <= _SMALL_PRODUCT:
+        out = np.einsum("ij,jk->ik", flat, weight)
+    else:
+        out = flat @ weight
+    return out.reshape(*x.shape[:-1], weight.shape[-1])
 
 
 def conv_transpose(x: np.ndarray, layer: IntLayer, stride: int, padding: int, out_pad: int):
@@ -272,3 +282,18 @@ class IntegerEntropyModel:
             sigmas.append(sigma)
             mus.append(mu)
         return np.concatenate(sigmas, -1), np.concatenate(mus, -1)
+
+
+_CACHE: dict[tuple[str, int], IntegerEntropyModel] = {}
+
+
+def derive(params: dict, num_slices: int, key: str | None = None) -> IntegerEntropyModel:
+    """IntegerEntropyModel(params), remembered for the last two `key`s (the parameter hash):
+    loading an export verifies its digest and the Codec then reuses the same derivation."""
+    if key is None:
+        return IntegerEntropyModel(params, num_slices)
+    if (key, num_slices) not in _CACHE:
+        while len(_CACHE) >= 2:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key, num_slices] = IntegerEntropyModel(params, num_slices)
+    return _CACHE[key, num_slices]
