@@ -229,7 +229,7 @@ class IntegerEntropyModel:
         if key not in self._weights:
             w = self.width
             k = self.context.weight[:, :, s_in * w : (s_in + 1) * w, first_out * 2 * w :]
-            self._weights[key] = np.ascontiguousarray(k.reshape(-1, k.shape[-1]))
+            self._weights[key] = np.ascontiguousarray(k.reshape(CONTEXT_KERNEL**2 * w, k.shape[-1]))
         return self._weights[key]
 
     def context_from_slice(self, y_slice: np.ndarray, s_in: int, first_out: int) -> np.ndarray:
