@@ -196,7 +196,7 @@ def test_integer_parameters_match_the_float_model(codecs, coded):
     sigma_f, mu_f = model.apply(
         {"params": params}, hyper_f, jnp.asarray(y_buf)[None], method=ProgressiveSIC.gaussian_params
     )
-    q = np.asarray(hyper * 2**FRAC_BITS).astype(np.int64)
+    q = (np.asarray(hyper) * 2**FRAC_BITS).astype(np.int64)
     sigma, mu = codec.entropy.gaussian_params(q, y_buf.astype(np.int32), 16)
     for ours, ref in ((sigma, sigma_f[0]), (mu, mu_f[0])):
         ref = np.asarray(ref)
@@ -298,6 +298,31 @@ def test_bad_bitstreams_raise_clear_errors(codecs, coded, config, random_params)
         codecs["trained"].decompress(data)
     with pytest.raises(BitstreamError, match="not available"):
         codec.decompress(truncate(data, 3), level=4)
+
+
+def test_intact_but_desynchronised_files_are_determinism_errors(codecs, coded):
+    """Checksums intact, symbols wrong: a determinism failure naming both sides, never
+    "corrupt"."""
+    import dataclasses
+
+    codec = codecs["random"]
+    _, data = coded["random", (48, 80)]
+    stream = fmt.parse(data)
+    head, z, slices = stream.header, stream.z_segment, list(stream.slice_segments)
+    swapped = [slices[1], slices[0], *slices[2:]]  # valid CRCs, decoded with other parameters
+    bad_check = [dataclasses.replace(slices[0], check=slices[0].check ^ 1), *slices[1:]]
+    other_digest = dataclasses.replace(head, entropy_digest=bytes(8), encoder="svi-jax 9 tpu")
+    cases = {
+        "swapped slices": fmt.pack(head, z, swapped),
+        "symbol check": fmt.pack(head, z, bad_check),
+        "z check": fmt.pack(head, dataclasses.replace(z, check=z.check ^ 1), slices),
+    }
+    for what, bad in cases.items():
+        with pytest.raises(fmt.DeterminismError, match="not a corrupt file") as err:
+            codec.decompress(bad)
+        assert head.encoder in str(err.value) and codec.encoder_id in str(err.value), what
+    with pytest.raises(fmt.DeterminismError, match="svi-jax 9 tpu"):
+        codec.decompress(fmt.pack(other_digest, z, slices))
 
 
 def _golden_codec(config):
