@@ -43,15 +43,18 @@ def test_photo(width: int, height: int, path: str | None) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
-def estimate_bits(codec: Codec, image: np.ndarray) -> tuple[float, np.ndarray]:
-    """−log2 P of ẑ and of each slice of ŷ under the model (full-tensor path)."""
+def estimate_bits(codec: Codec, image: np.ndarray, floor: float = 0.0):
+    """−log2 P of ẑ and of each slice of ŷ under the float model (full-tensor path) ->
+    (z bits, per-slice bits). floor > 0 raises every likelihood to at least `floor` (2**-24:
+    the least probability a 24-bit range coder gives a symbol; the model clamps at 1e-9)."""
     model, params = codec.model, codec.params
     x, _ = svi_jax.pad_to_multiple(jnp.asarray(image, jnp.float32)[None] / 255.0, 64)
     lat = jax.jit(lambda p, x: svi_jax.encode_latents(model, p, x))(params, x)
     z_lik = model.apply({"params": params}, lat.z_hat, method=ProgressiveSIC.z_likelihood)
-    y_bits = np.asarray(bits(gaussian_likelihood(lat.y_hat, lat.means, lat.scales)))[0]
+    y_lik = gaussian_likelihood(lat.y_hat, lat.means, lat.scales)
+    y_bits = np.asarray(bits(jnp.maximum(y_lik, floor)))[0]
     per_slice = y_bits.reshape(*y_bits.shape[:2], model.num_slices, -1).sum(axis=(0, 1, 3))
-    return float(np.sum(bits(z_lik))), per_slice
+    return float(np.sum(bits(jnp.maximum(z_lik, floor)))), per_slice
 
 
 def timed(fn, *args, **kwargs):
@@ -82,16 +85,18 @@ def schedule_comparison(codec: Codec, image: np.ndarray, n: int) -> dict:
 
 def rate_table(codec: Codec, image: np.ndarray, data: bytes) -> list[dict]:
     """Per level: file bytes, stream payload bytes (no header/framing) and the float model's
-    −log2 estimate in bytes; overheads relative to the estimate."""
+    −log2 estimate in bytes, plain and with likelihoods floored at 2**-24 (what a 24-bit
+    coder charges an outlier); overheads relative to both."""
     z_est, slice_est = estimate_bits(codec, image)
+    z_floor, slice_floor = estimate_bits(codec, image, floor=2.0**-24)
     sizes = info(data)
     rows = []
     payload = sizes["z_bytes"] - fmt.SEGMENT_OVERHEAD
-    estimate = z_est / 8
-    pairs = zip(sizes["slice_bytes"], slice_est[: len(sizes["slice_bytes"])], strict=True)
-    for level, (segment, est) in enumerate(pairs, start=1):
+    estimate, floored = z_est / 8, z_floor / 8
+    for level, segment in enumerate(sizes["slice_bytes"], start=1):
         payload += segment - fmt.SEGMENT_OVERHEAD
-        estimate += float(est) / 8
+        estimate += float(slice_est[level - 1]) / 8
+        floored += float(slice_floor[level - 1]) / 8
         file_bytes = sizes["levels"][level - 1]["bytes"]
         rows.append(
             {
@@ -99,7 +104,9 @@ def rate_table(codec: Codec, image: np.ndarray, data: bytes) -> list[dict]:
                 "file_bytes": file_bytes,
                 "payload_bytes": payload,
                 "estimate_bytes": round(estimate, 1),
+                "floored_estimate_bytes": round(floored, 1),
                 "payload_vs_estimate": round(payload / estimate - 1, 5),
+                "payload_vs_floored": round(payload / floored - 1, 5),
                 "file_vs_estimate": round(file_bytes / estimate - 1, 5),
             }
         )
@@ -107,11 +114,15 @@ def rate_table(codec: Codec, image: np.ndarray, data: bytes) -> list[dict]:
 
 
 def print_rate_table(rows: list[dict]) -> None:
-    print("level | file B | payload B | float -log2 B | payload/est-1 | file/est-1")
+    print(
+        "level | file B | payload B | float -log2 B | payload/est-1 | floored B | "
+        "payload/floored-1 | file/est-1"
+    )
     for r in rows:
         print(
             f"{r['level']:5d} | {r['file_bytes']:6d} | {r['payload_bytes']:9d} | "
             f"{r['estimate_bytes']:13.1f} | {100 * r['payload_vs_estimate']:+12.3f}% | "
+            f"{r['floored_estimate_bytes']:9.1f} | {100 * r['payload_vs_floored']:+16.3f}% | "
             f"{100 * r['file_vs_estimate']:+9.3f}%"
         )
 
