@@ -1,12 +1,15 @@
 """Benchmark: real progressive coding of one 768x512 photo (default: configs/paper.py).
 
-Reports encode and decode seconds split into network time (g_a/h_a, h_s, the wavefront
-(μ, σ) steps, g_s; device work plus dispatch) and entropy-coding time (constriction on the
-host), wavefront versus plain raster decoding (the same jitted step, one position per call),
-and the file size versus the −log2 estimate of the model. Each measurement is taken after a
-warm-up run (compilation reported separately). Random init is fine for timing. Example:
+Reports encode and decode seconds split into network time (g_a/h_a on the encoder, g_s on
+the decoder: float, on the JAX device), integer-model time (h_s, context model, entropy
+parameters: exact integers on the host) and entropy-coding time (constriction), wavefront
+versus plain raster decoding (one position per step), and the **rate cost of the integer
+entropy model**: per level, the file's bytes versus the float model's −log2 estimate.
+Each measurement is taken after a warm-up run (compilation reported separately). Random init
+is fine for timing; the rate table needs a trained model (--checkpoint). Examples:
 
     python benchmarks/codec.py                        # paper config, 768x512 (W x H) photo
+    python benchmarks/codec.py --checkpoint runs/tiny --width 384 --height 256
     python benchmarks/codec.py --config tiny --raster-slices 16
     python benchmarks/codec.py --json results.json
 Prints a JSON summary on the last line.
@@ -27,11 +30,12 @@ from PIL import Image
 
 import svi_jax
 from svi_jax.codec import Codec, info
-from svi_jax.codec.range_coding import StreamDecoder
-from svi_jax.codec.wavefront import raster_schedule, wavefront_schedule
+from svi_jax.codec import format as fmt
+from svi_jax.codec.wavefront import get_schedule
 from svi_jax.data.image_io import load_image, skimage_photos
 from svi_jax.nn.entropy_models import bits, gaussian_likelihood
 from svi_jax.nn.model import ProgressiveSIC
+from svi_jax.weights.export import load_exported_model
 
 
 def test_photo(width: int, height: int, path: str | None) -> np.ndarray:
@@ -39,15 +43,18 @@ def test_photo(width: int, height: int, path: str | None) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
-def estimate_bits(codec: Codec, image: np.ndarray) -> tuple[float, np.ndarray]:
-    """−log2 P of ẑ and of each slice of ŷ under the model (full-tensor path)."""
+def estimate_bits(codec: Codec, image: np.ndarray, floor: float = 0.0):
+    """−log2 P of ẑ and of each slice of ŷ under the float model (full-tensor path) ->
+    (z bits, per-slice bits). floor > 0 raises every likelihood to at least `floor` (2**-24:
+    the least probability a 24-bit range coder gives a symbol; the model clamps at 1e-9)."""
     model, params = codec.model, codec.params
     x, _ = svi_jax.pad_to_multiple(jnp.asarray(image, jnp.float32)[None] / 255.0, 64)
     lat = jax.jit(lambda p, x: svi_jax.encode_latents(model, p, x))(params, x)
     z_lik = model.apply({"params": params}, lat.z_hat, method=ProgressiveSIC.z_likelihood)
-    y_bits = np.asarray(bits(gaussian_likelihood(lat.y_hat, lat.means, lat.scales)))[0]
+    y_lik = gaussian_likelihood(lat.y_hat, lat.means, lat.scales)
+    y_bits = np.asarray(bits(jnp.maximum(y_lik, floor)))[0]
     per_slice = y_bits.reshape(*y_bits.shape[:2], model.num_slices, -1).sum(axis=(0, 1, 3))
-    return float(np.sum(bits(z_lik))), per_slice
+    return float(np.sum(bits(jnp.maximum(z_lik, floor)))), per_slice
 
 
 def timed(fn, *args, **kwargs):
@@ -59,37 +66,71 @@ def timed(fn, *args, **kwargs):
 
 
 def schedule_comparison(codec: Codec, image: np.ndarray, n: int) -> dict:
-    """Decoding the first n slices (the slice loop only: no h_s, no g_s), wavefront schedule
-    versus raster order, with the same jitted step function. Each file is coded in its own
-    order (a raster file has one coder chunk per position); the encode doubles as warm-up."""
+    """Decoding the first n slices' symbols (h_s, the integer model and the range coder; no
+    g_s), wavefront schedule versus raster order. Each file is coded in its own order (a
+    raster file has one coder chunk per position); the encode doubles as warm-up."""
     result = {"slices": n}
     for name, raster in (("wavefront", False), ("raster", True)):
         data = codec.compress(image, level=n, raster=raster)
-        stream, _, y_buf, hyper, _ = codec.decode_symbols(data, raster=raster)
-        y = np.zeros_like(y_buf)
         stats: dict = {}
         t0 = time.perf_counter()
-        for s in range(n):
-            decoder = StreamDecoder(stream.slice_streams[s])
-            codec._code_slice(y, hyper, s, decoder, None, raster=raster, stats=stats)
-            decoder.finish()
+        codec.decode_symbols(data, raster=raster, stats=stats)
         stats["total_s"] = time.perf_counter() - t0
-        assert np.array_equal(y, y_buf)
-        rows, _ = (
-            raster_schedule(*y_buf.shape[:2]) if raster else wavefront_schedule(*y_buf.shape[:2])
-        )
-        stats["steps_per_slice"] = len(rows)
+        y_shape, _ = codec.latent_shapes(*image.shape[:2])
+        stats["steps_per_slice"] = len(get_schedule(*y_shape[:2], raster)[0])
         result[name] = {k: round(v, 4) for k, v in stats.items()}
     result["speedup_total"] = round(result["raster"]["total_s"] / result["wavefront"]["total_s"], 2)
-    result["speedup_network"] = round(
-        result["raster"]["network_s"] / result["wavefront"]["network_s"], 2
-    )
     return result
+
+
+def rate_table(codec: Codec, image: np.ndarray, data: bytes) -> list[dict]:
+    """Per level: file bytes, stream payload bytes (no header/framing) and the float model's
+    −log2 estimate in bytes, plain and with likelihoods floored at 2**-24 (what a 24-bit
+    coder charges an outlier); overheads relative to both."""
+    z_est, slice_est = estimate_bits(codec, image)
+    z_floor, slice_floor = estimate_bits(codec, image, floor=2.0**-24)
+    sizes = info(data)
+    rows = []
+    payload = sizes["z_bytes"] - fmt.SEGMENT_OVERHEAD
+    estimate, floored = z_est / 8, z_floor / 8
+    for level, segment in enumerate(sizes["slice_bytes"], start=1):
+        payload += segment - fmt.SEGMENT_OVERHEAD
+        estimate += float(slice_est[level - 1]) / 8
+        floored += float(slice_floor[level - 1]) / 8
+        file_bytes = sizes["levels"][level - 1]["bytes"]
+        rows.append(
+            {
+                "level": level,
+                "file_bytes": file_bytes,
+                "payload_bytes": payload,
+                "estimate_bytes": round(estimate, 1),
+                "floored_estimate_bytes": round(floored, 1),
+                "payload_vs_estimate": round(payload / estimate - 1, 5),
+                "payload_vs_floored": round(payload / floored - 1, 5),
+                "file_vs_estimate": round(file_bytes / estimate - 1, 5),
+            }
+        )
+    return rows
+
+
+def print_rate_table(rows: list[dict]) -> None:
+    print(
+        "level | file B | payload B | float -log2 B | payload/est-1 | floored B | "
+        "payload/floored-1 | file/est-1"
+    )
+    for r in rows:
+        print(
+            f"{r['level']:5d} | {r['file_bytes']:6d} | {r['payload_bytes']:9d} | "
+            f"{r['estimate_bytes']:13.1f} | {100 * r['payload_vs_estimate']:+12.3f}% | "
+            f"{r['floored_estimate_bytes']:9.1f} | {100 * r['payload_vs_floored']:+16.3f}% | "
+            f"{100 * r['file_vs_estimate']:+9.3f}%"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument("--checkpoint", default=None, help="export / workdir (overrides --config)")
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--height", type=int, default=512)
     ap.add_argument("--image", default=None, help="photo to resize (default: skimage coffee)")
@@ -102,10 +143,18 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the summary here")
     args = ap.parse_args()
 
-    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
-    model = svi_jax.build_model(cfg.model)
-    params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
-    codec = Codec(params, cfg)
+    t0 = time.perf_counter()
+    if args.checkpoint:
+        cfg, params, digest = load_exported_model(args.checkpoint)
+        codec = Codec(params, cfg, digest)
+        args.config = args.checkpoint
+    else:
+        cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
+        model = svi_jax.build_model(cfg.model)
+        params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
+        t0 = time.perf_counter()
+        codec = Codec(params, cfg)
+    print(f"model + integer entropy model: {time.perf_counter() - t0:.2f} s", flush=True)
     image = test_photo(args.width, args.height, args.image)
     h, w = image.shape[:2]
     print(f"{args.config}: {h}x{w} image, devices {jax.devices()}", flush=True)
@@ -130,19 +179,16 @@ def main() -> None:
     assert out.shape == image.shape
     print(f"encode {summary['encode']}\ndecode {summary['decode']}", flush=True)
 
-    z_est, slice_est = estimate_bits(codec, image)
-    sizes = info(data)
     y_shape, _ = codec.latent_shapes(h, w)
+    table = rate_table(codec, image, data)
+    print_rate_table(table)
     summary.update(
         {
             "latent_hw": list(y_shape[:2]),
             "bytes": len(data),
             "bpp": round(8 * len(data) / (h * w), 4),
-            "estimate_bytes": round((z_est + float(slice_est.sum())) / 8, 1),
-            "z_bytes": sizes["z_bytes"],
-            "z_estimate_bytes": round(z_est / 8, 1),
-            "slice_bytes": sizes["slice_bytes"],
-            "slice_estimate_bytes": [round(float(b) / 8, 1) for b in slice_est],
+            "estimate_bytes": table[-1]["estimate_bytes"],
+            "rate_table": table,
         }
     )
     summary["overhead_vs_estimate"] = round(summary["bytes"] / summary["estimate_bytes"] - 1, 5)

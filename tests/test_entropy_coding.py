@@ -1,195 +1,182 @@
-"""Tests for svi_jax.codec.range_coding: exact round trips, escapes, chunking, sizes, bad input."""
+"""Tests for svi_jax.codec.range_coding and tables: exact round trips with integer tables,
+escapes, chunking, sizes equal to the tables' own −log2, the table rules, bad input."""
 
 import numpy as np
 import pytest
 from scipy.stats import norm
 
 from svi_jax.codec import range_coding as ec
+from svi_jax.codec import tables as tb
 from svi_jax.codec.escapes import decode_excess, encode_excess
 
 INT32_EXTREMES = [-(2**31), 2**31 - 1, -(10**6), 10**6, -1000, 1000]
 
 
-def _gaussian_case(rng, n, mean_range=50.0, std_range=(0.11, 20.0)):
-    """Non-integer means, log-uniform stds, symbols round(y) drawn from the model."""
-    means = rng.uniform(-mean_range, mean_range, n).astype(np.float32)
-    low, high = np.log(std_range[0]), np.log(std_range[1])
-    stds = np.exp(rng.uniform(low, high, n)).astype(np.float32)
-    symbols = np.rint(means + stds * rng.standard_normal(n)).astype(np.int32)
-    return symbols, means, stds
+@pytest.fixture(scope="module")
+def gauss():
+    return tb.gaussian_tables()
 
 
-def _ideal_bits(symbols, means, stds):
-    """−Σ log2 P(s) under the discretised Gaussian, in float64 via scipy."""
-    mu, sigma = means.astype(np.float64), stds.astype(np.float64)
-    upper = (symbols + 0.5 - mu) / sigma
-    lower = (symbols - 0.5 - mu) / sigma
-    # Differences of survival functions on the right keep precision in the upper tail.
-    prob = np.where(lower > 0, norm.sf(lower) - norm.sf(upper), norm.cdf(upper) - norm.cdf(lower))
-    return float(-np.log2(prob).sum())
+def _draw(rng, tables, rows):
+    """Values drawn from the integer rows themselves (escapes excluded)."""
+    values = np.empty(len(rows), np.int64)
+    for i, r in enumerate(rows):
+        f = tables.row(r)[1:-1] + 1.0
+        values[i] = tables.lows[r] + rng.choice(len(f), p=f / f.sum())
+    return values
 
 
-def test_gaussian_round_trip_with_escapes():
+def _table_bits(tables, rows, values):
+    """−Σ log2 of the probabilities the coder must use: (f + 1) / 2**24."""
+    index = values - tables.lows[rows] + 1
+    freq = np.array([tables.row(r)[i] for r, i in zip(rows, index, strict=True)])
+    return float(-np.log2((freq + 1) / 2**24).sum())
+
+
+def _gaussian_case(rng, gauss, n):
+    sigma_q = np.exp(rng.uniform(np.log(300), np.log(2e5), n)).astype(np.int64)  # σ 0.07..50
+    mu_q = rng.integers(-50 * 4096, 50 * 4096, n)
+    rows, centres = gauss.rows_and_centres(sigma_q, mu_q)
+    return rows, centres, _draw(rng, gauss.tables, rows) + centres
+
+
+def test_rows_round_trip_with_escapes(gauss):
     rng = np.random.default_rng(0)
-    symbols, means, stds = _gaussian_case(rng, 6000)
+    rows, centres, symbols = _gaussian_case(rng, gauss, 6000)
     symbols[:: 6000 // 50] = rng.integers(-(2**31), 2**31, size=50)  # far outliers escape
     symbols[1 : 1 + len(INT32_EXTREMES)] = INT32_EXTREMES
     shape = (20, 30, 10)
-    data = ec.encode_gaussian(symbols.reshape(shape), means.reshape(shape), stds.reshape(shape))
-    decoded = ec.decode_gaussian(data, means.reshape(shape), stds.reshape(shape))
+    encoder = ec.StreamEncoder()
+    encoder.encode_rows(symbols.reshape(shape), rows, centres, gauss.tables)
+    decoder = ec.StreamDecoder(encoder.finish())
+    decoded = decoder.decode_rows(rows.reshape(shape), centres.reshape(shape), gauss.tables)
+    decoder.finish()
     assert decoded.dtype == np.int32 and decoded.shape == shape
     np.testing.assert_array_equal(decoded.reshape(-1), symbols)
 
 
-@pytest.mark.parametrize("std", [0.11, 1e4, 1e6])
-def test_gaussian_sigma_extremes(std):
-    rng = np.random.default_rng(1)
-    n = 3000
-    means = rng.uniform(-3000, 3000, n).astype(np.float32)
-    stds = np.full(n, std, dtype=np.float32)
-    symbols = np.rint(means + std * rng.standard_normal(n)).astype(np.int64)
-    symbols[::7] = rng.choice(INT32_EXTREMES, size=len(symbols[::7]))
-    symbols = np.clip(symbols, -(2**31), 2**31 - 1).astype(np.int32)
-    data = ec.encode_gaussian(symbols, means, stds)
-    np.testing.assert_array_equal(ec.decode_gaussian(data, means, stds), symbols)
-
-
-def test_gaussian_edge_of_support_and_extreme_means():
-    # σ = 2 makes 8σ = 16 exactly (bucket R = 16): offsets around ±R, ±(R+1) hit the
-    # boundary between in-alphabet symbols, escape symbols and escapes with excess 0, 1.
-    offsets = np.arange(-40, 41)
-    stds = np.concatenate(
-        [np.full(81, 2.0), np.full(81, np.nextafter(np.float32(2), np.float32(3)))]
-    )
-    means = np.full(162, 0.3, dtype=np.float32)
-    symbols = np.concatenate([offsets, offsets]).astype(np.int32)
-    # Means beyond int32 (centre clipped) and at half-integers (rint ties).
-    means = np.concatenate([means, [3e38, -3e38, 2.5, -0.5, 1e9]]).astype(np.float32)
-    stds = np.concatenate([stds, [0.11, 0.11, 0.11, 0.11, 5.0]]).astype(np.float32)
-    symbols = np.concatenate([symbols, [2**31 - 1, -(2**31), 2, 0, -7]]).astype(np.int32)
-    data = ec.encode_gaussian(symbols, means, stds)
-    np.testing.assert_array_equal(ec.decode_gaussian(data, means, stds), symbols)
-    # The alphabet half-width is the smallest power of two >= 8σ (at least 16).
-    buckets = ec._gaussian_plan(means, stds)[3]
-    assert list(buckets[[0, 81, 162, 166]]) == [4, 5, 4, 6]
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 32, 1000])
-def test_chunked_stream_round_trip(chunk):
-    rng = np.random.default_rng(2)
-    symbols, means, stds = _gaussian_case(rng, 2100)
-    symbols[::97] = 10**6
-    pmf, table_offsets, z = _factorized_case(rng, channels=6, length=21, shape=(2, 3))
+def test_edges_of_every_row_and_extreme_centres(gauss):
+    t = gauss.tables
+    rows = np.repeat(np.arange(len(t.lengths)), 6)
+    # Per row: lowest and highest in-table value, both escapes with excess 0, excess 1.
+    lo, hi = t.lows[rows], t.lows[rows] + t.lengths[rows] - 3
+    kind = np.tile(np.arange(6), len(t.lengths))
+    values = np.choose(kind, [lo, hi, lo - 1, hi + 1, lo - 2, hi + 2])
+    centres = np.where(kind % 2 == 0, 2**31 - 2**20, -(2**31) + 2**20)
     encoder = ec.StreamEncoder()
-    encoder.encode_factorized(z, pmf, table_offsets)  # z first, then y chunks: one stream
+    encoder.encode_rows(values + centres, rows, centres, t)
+    decoder = ec.StreamDecoder(encoder.finish())
+    np.testing.assert_array_equal(decoder.decode_rows(rows, centres, t), values + centres)
+    decoder.finish()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_stream_with_iid_first(gauss, chunk):
+    rng = np.random.default_rng(2)
+    rows, centres, symbols = _gaussian_case(rng, gauss, 2100)
+    symbols[::97] = 10**6
+    ztab, z = _iid_case(rng, channels=6, shape=(2, 3))
+    encoder = ec.StreamEncoder()
+    encoder.encode_iid(z, ztab)  # z first, then y chunks: one stream
     for start in range(0, len(symbols), chunk):
         part = slice(start, start + chunk)
-        encoder.encode_gaussian(symbols[part], means[part], stds[part])
-    data = encoder.finish()
-    decoder = ec.StreamDecoder(data)
-    np.testing.assert_array_equal(decoder.decode_factorized(pmf, table_offsets, z.shape), z)
+        encoder.encode_rows(symbols[part], rows[part], centres[part], gauss.tables)
+    decoder = ec.StreamDecoder(encoder.finish())
+    np.testing.assert_array_equal(decoder.decode_iid(ztab, z.shape), z)
     decoded = [
-        decoder.decode_gaussian(means[start : start + chunk], stds[start : start + chunk])
-        for start in range(0, len(symbols), chunk)
+        decoder.decode_rows(rows[s : s + chunk], centres[s : s + chunk], gauss.tables)
+        for s in range(0, len(symbols), chunk)
     ]
     decoder.finish()
     np.testing.assert_array_equal(np.concatenate(decoded), symbols)
 
 
-def test_gaussian_stream_aliases():
-    rng = np.random.default_rng(3)
-    symbols, means, stds = _gaussian_case(rng, 64)
-    encoder = ec.GaussianStreamEncoder()
-    encoder.encode(symbols[:40], means[:40], stds[:40])
-    encoder.encode(symbols[40:], means[40:], stds[40:])
-    decoder = ec.GaussianStreamDecoder(encoder.finish())
-    decoded = np.concatenate(
-        [decoder.decode(means[:40], stds[:40]), decoder.decode(means[40:], stds[40:])]
-    )
-    decoder.finish()
-    np.testing.assert_array_equal(decoded, symbols)
+def _iid_case(rng, channels, shape, length=21):
+    """Random integer rows of different lengths and symbols drawn from them."""
+    rows, lows = [], []
+    for c in range(channels):
+        n = length + c % 3
+        p = rng.dirichlet(np.ones(n))
+        rows.append(tb.quantize_rows(p[None], np.array([n // 2]))[0])
+        lows.append(int(rng.integers(-12, -5)))
+    tables = tb._pack(rows, lows)
+    draws = np.stack([_draw(rng, tables, np.full(int(np.prod(shape)), c)) for c in range(channels)])
+    return tables, draws.T.reshape(*shape, channels).astype(np.int32)
 
 
-def _factorized_case(rng, channels, length, shape):
-    """Random tables with zero-padded rows, and symbols drawn from them (relative values)."""
-    pmf = rng.dirichlet(np.ones(length), size=channels)
-    pmf[0, length // 2 :] = 0.0  # a shorter table padded with zeros
-    pmf /= pmf.sum(axis=1, keepdims=True)
-    pmf *= 1 - 2e-9  # the model's tail mass
-    offsets = -np.full(channels, length // 2, dtype=np.int64) + rng.integers(-2, 3, channels)
-    draws = np.stack([rng.choice(length, size=shape, p=row / row.sum()) for row in pmf], -1)
-    return pmf, offsets, (draws + offsets).astype(np.int32)
-
-
-def test_factorized_round_trip_with_out_of_table_symbols():
+def test_iid_round_trip_with_out_of_table_symbols():
     rng = np.random.default_rng(4)
-    pmf, offsets, z = _factorized_case(rng, channels=16, length=33, shape=(4, 5))
+    tables, z = _iid_case(rng, channels=16, shape=(4, 5))
     z[0, 0, :6] = INT32_EXTREMES
-    z[1, 2, 3] = offsets[3] - 1  # just below the table
-    z[1, 2, 4] = offsets[4] + 33  # just above the table
-    z[2, 2, 0] = offsets[0] + 30  # inside the table, on a zero-padded entry
-    data = ec.encode_factorized(z, pmf, offsets)
-    decoded = ec.decode_factorized(data, pmf, offsets, z.shape)
+    z[1, 2, 3] = tables.lows[3] - 1  # just below the table
+    z[1, 2, 4] = tables.lows[4] + tables.lengths[4] - 2  # just above
+    encoder = ec.StreamEncoder()
+    encoder.encode_iid(z, tables)
+    decoder = ec.StreamDecoder(encoder.finish())
+    decoded = decoder.decode_iid(tables, z.shape)
+    decoder.finish()
     assert decoded.dtype == np.int32
     np.testing.assert_array_equal(decoded, z)
-    # A table that sums to exactly 1 leaves no tail mass: escapes must still work.
-    exact = pmf / pmf.sum(axis=1, keepdims=True)
-    data = ec.encode_factorized(z, exact, offsets)
-    np.testing.assert_array_equal(ec.decode_factorized(data, exact, offsets, z.shape), z)
 
 
-def test_gaussian_size_close_to_ideal():
+def test_coder_uses_exactly_the_integer_tables(gauss):
+    """Bytes = −Σ log2((f + 1)/2**24) + the flush: the coder sees the integer tables and no
+    other probabilities (a table off by one count in 2**10 would already show)."""
     rng = np.random.default_rng(5)
-    symbols, means, stds = _gaussian_case(rng, 30000, std_range=(0.11, 50.0))
-    ideal = _ideal_bits(symbols, means, stds)
-    real = 8 * len(ec.encode_gaussian(symbols, means, stds))
-    assert ideal > 30000  # a meaningful amount of information
-    assert 0.99 * ideal <= real <= 1.01 * ideal + 64, (real, ideal)
+    rows, centres, symbols = _gaussian_case(rng, gauss, 30000)
+    ideal = _table_bits(gauss.tables, rows, symbols - centres)
+    encoder = ec.StreamEncoder()
+    encoder.encode_rows(symbols, rows, centres, gauss.tables)
+    real = 8 * len(encoder.finish())
+    assert ideal > 30000
+    assert ideal <= real <= ideal * (1 + 1e-4) + 64, (real, ideal)
 
 
-def test_near_deterministic_symbols_cost_almost_nothing():
-    # σ = 0.11 with integer means: ideal ≈ 20k · 8e-6 bits. A wide fixed alphabet would
-    # spend ~0.045 bits per symbol (≈ 110 bytes) on constriction's minimum probabilities.
+def test_gaussian_tables_follow_the_model(gauss):
+    """Rows hold the discretised Gaussian of their scale and mean bin to 24-bit precision."""
+    t = gauss.tables
+    sigma = tb.scales()
+    for j in (0, 20, 60, 100, tb.NUM_SCALES - 1):
+        for b in (0, (1 << int(gauss.mu_bits[j])) - 1):
+            r = gauss.row_base[j] + b
+            row = t.row(r)
+            assert row.min() >= 0 and row.sum() == 2**24 - len(row)
+            f = (b + 0.5) / (1 << int(gauss.mu_bits[j])) - 0.5
+            d = t.lows[r] + np.arange(len(row) - 2)
+            p = norm.cdf((d + 0.5 - f) / sigma[j]) - norm.cdf((d - 0.5 - f) / sigma[j])
+            np.testing.assert_allclose(row[1:-1] / 2**24, p, atol=len(row) * 2**-24)
+
+
+def test_parameter_to_row_mapping(gauss):
+    q = 1 << tb.FRAC_BITS
+    thresholds = gauss.thresholds
+    sigma_q = np.array([0, thresholds[0] - 1, thresholds[0], thresholds[-1], 10**12])
+    rows, _ = gauss.rows_and_centres(sigma_q, np.zeros(5, np.int64))
+    scale = np.searchsorted(gauss.row_base, rows, side="right") - 1
+    assert list(scale) == [0, 0, 1, tb.NUM_SCALES - 1, tb.NUM_SCALES - 1]
+    # μ rounds half up to the centre; the fraction picks the bin (6 bits for small σ).
+    mu_q = np.array([-q // 2 - 1, -q // 2, 0, q // 2 - 1, q // 2, 5 * q + 7])
+    rows, centres = gauss.rows_and_centres(np.zeros(6, np.int64), mu_q)
+    assert list(centres) == [-1, 0, 0, 0, 1, 5]
+    assert list(rows - gauss.row_base[0]) == [63, 0, 32, 63, 0, 32]
+
+
+def test_quantize_rows_rule():
+    prob = np.array([[0.25, 0.5, 0.25 + 1e-12], [0.0, 1.0, 0.0]])
+    freq = tb.quantize_rows(prob, np.array([1, 1]))
+    free = 2**24 - 3
+    assert list(freq[0]) == [free // 4, free - 2 * (free // 4), free // 4]
+    assert list(freq[1]) == [0, free, 0]
+    with pytest.raises(tb.TableError):
+        tb.quantize_rows(np.array([[0.9, 0.01, 0.9]]), np.array([1]))
+
+
+def test_near_deterministic_symbols_cost_almost_nothing(gauss):
     n = 20000
-    means = np.arange(n, dtype=np.float32) % 100 - 50
-    stds = np.full(n, 0.11, dtype=np.float32)
-    symbols = means.astype(np.int32)
-    assert len(ec.encode_gaussian(symbols, means, stds)) <= 8
-
-
-def test_factorized_size_close_to_ideal():
-    rng = np.random.default_rng(6)
-    pmf, offsets, z = _factorized_case(rng, channels=32, length=41, shape=(25, 25))
-    index = (z - offsets).reshape(-1, 32)
-    ideal = float(-np.log2(pmf[np.arange(32)[None, :], index]).sum())
-    real = 8 * len(ec.encode_factorized(z, pmf, offsets))
-    assert ideal > 20000
-    assert 0.99 * ideal <= real <= 1.01 * ideal + 64, (real, ideal)
-
-
-def test_factorized_escape_probability_is_the_tail_mass():
-    # Rows summing to 0.5 leave 0.25 to each escape entry: a symbol just above the table
-    # costs 2 bits plus the excess length, log2(41) bits (its excess 0 has no mantissa).
-    pmf, offsets = np.full((4, 10), 0.05), np.arange(4, dtype=np.int64)
-    z = np.tile(offsets + 10, (2000, 1)).astype(np.int32)
-    data = ec.encode_factorized(z, pmf, offsets)
-    np.testing.assert_array_equal(ec.decode_factorized(data, pmf, offsets, z.shape), z)
-    ideal = z.size * (2 + np.log2(41))
-    assert 0.99 * ideal <= 8 * len(data) <= 1.01 * ideal + 64, (8 * len(data), ideal)
-
-
-def test_deterministic_bytes_and_float32_inputs():
-    rng = np.random.default_rng(7)
-    symbols, means, stds = _gaussian_case(rng, 500)
-    first = ec.encode_gaussian(symbols, means, stds)
-    assert first == ec.encode_gaussian(symbols.copy(), means.copy(), stds.copy())
-    # float64 parameters are cast to float32: the same float32 values give the same bytes,
-    # and float symbols holding integers are accepted.
-    # The relative nudge of 1e-8 is below float32's half-ulp, so it rounds away.
-    nudged = means.astype(np.float64) * (1 + 1e-8)
-    assert np.array_equal(nudged.astype(np.float32), means)
-    wide = ec.encode_gaussian(symbols.astype(np.float64), nudged, stds.astype(np.float64))
-    assert wide == first
+    rows, centres = gauss.rows_and_centres(np.zeros(n, np.int64), np.arange(n) % 100 * 4096)
+    encoder = ec.StreamEncoder()
+    encoder.encode_rows(centres, rows, centres, gauss.tables)
+    assert len(encoder.finish()) <= 8
 
 
 @pytest.mark.parametrize("values", [[0, 1, 2, 65534, 65535, 65536, 2**32, 2**40 - 2]])
@@ -204,39 +191,45 @@ def test_escape_payload_round_trip(values):
         encode_excess(encoder, np.array([2**40 - 1], dtype=np.int64))
 
 
-def test_empty_inputs():
-    empty = np.zeros((0, 4), dtype=np.float32)
-    data = ec.encode_gaussian(empty.astype(np.int32), empty, empty + 1)
-    decoded = ec.decode_gaussian(data, empty, empty + 1)
+def test_empty_inputs(gauss):
+    empty = np.zeros((0, 4), np.int64)
+    encoder = ec.StreamEncoder()
+    encoder.encode_rows(empty, empty, empty, gauss.tables)
+    decoder = ec.StreamDecoder(encoder.finish())
+    decoded = decoder.decode_rows(empty, empty, gauss.tables)
     assert decoded.shape == (0, 4) and decoded.dtype == np.int32
-    pmf, offsets = np.full((3, 5), 0.2), np.zeros(3, dtype=np.int64)
-    data = ec.encode_factorized(np.zeros((0, 3), np.int32), pmf, offsets)
-    assert ec.decode_factorized(data, pmf, offsets, (0, 3)).shape == (0, 3)
+    tables, _ = _iid_case(np.random.default_rng(0), 3, (1,))
+    encoder = ec.StreamEncoder()
+    encoder.encode_iid(np.zeros((0, 3), np.int32), tables)
+    assert ec.StreamDecoder(encoder.finish()).decode_iid(tables, (0, 3)).shape == (0, 3)
     assert ec.StreamEncoder().finish() == b""
     ec.StreamDecoder(b"").finish()
 
 
-def test_corrupt_streams_raise_entropy_coding_error():
+def test_corrupt_streams_raise_entropy_coding_error(gauss):
     rng = np.random.default_rng(8)
-    symbols, means, stds = _gaussian_case(rng, 3000)
-    data = ec.encode_gaussian(symbols, means, stds)
-    # Not whole words; half the words; two appended words (one is not always detectable).
-    bad_inputs = [data[:-1], data[: 4 * (len(data) // 8)], data + bytes(range(1, 9))]
-    for bad in bad_inputs:
-        with pytest.raises(ec.EntropyCodingError):
-            ec.decode_gaussian(bad, means, stds)
-    # Reading fewer symbols than were written is caught by finish().
-    decoder = ec.StreamDecoder(data)
-    decoder.decode_gaussian(means[:100], stds[:100])
-    with pytest.raises(ec.EntropyCodingError):
+    rows, centres, symbols = _gaussian_case(rng, gauss, 3000)
+    encoder = ec.StreamEncoder()
+    encoder.encode_rows(symbols, rows, centres, gauss.tables)
+    data = encoder.finish()
+
+    def decode(blob, n=None):
+        decoder = ec.StreamDecoder(blob)
+        out = decoder.decode_rows(rows[:n], centres[:n], gauss.tables)  # n None: all
         decoder.finish()
-    # Bit flips are not always detectable, but must never leak another exception type.
+        return out
+
+    for bad in [data[:-1], data[: 4 * (len(data) // 8)], data + bytes(range(1, 9))]:
+        with pytest.raises(ec.EntropyCodingError):
+            decode(bad)
+    with pytest.raises(ec.EntropyCodingError):  # fewer symbols than written: finish()
+        decode(data, 100)
     detected = 0
-    for _ in range(100):
+    for _ in range(100):  # bit flips: not always detectable, never another exception type
         flipped = bytearray(data)
         flipped[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
         try:
-            decoded = ec.decode_gaussian(bytes(flipped), means, stds)
+            decoded = decode(bytes(flipped))
         except ec.EntropyCodingError:
             detected += 1
         else:
@@ -244,22 +237,19 @@ def test_corrupt_streams_raise_entropy_coding_error():
     assert detected > 0
 
 
-def test_bad_arguments_raise_value_error():
-    ones = np.ones(4, dtype=np.float32)
-    symbols = np.zeros(4, dtype=np.int32)
+def test_bad_arguments_raise_value_error(gauss):
+    t = gauss.tables
+    zeros = np.zeros(4, np.int64)
+    tables, _ = _iid_case(np.random.default_rng(0), 3, (1,))
     bad_calls = [
-        lambda: ec.encode_gaussian(symbols, ones, ones * 0),  # σ = 0
-        lambda: ec.encode_gaussian(symbols, ones * np.nan, ones),  # NaN mean
-        lambda: ec.encode_gaussian(symbols + 0.5, ones, ones),  # not integers
-        lambda: ec.encode_gaussian(np.full(4, 2**31, np.int64), ones, ones),  # beyond int32
-        lambda: ec.encode_gaussian(symbols[:3], ones, ones),  # size mismatch
-        lambda: ec.encode_factorized(
-            np.zeros((2, 3), np.int32), -np.ones((3, 4)), np.zeros(3, int)
-        ),
-        lambda: ec.encode_factorized(np.zeros((2, 3), np.int32), np.ones((3, 4)), np.zeros(3)),
-        lambda: ec.encode_factorized(np.zeros((2, 5), np.int32), np.ones((3, 4)), np.zeros(3, int)),
+        lambda e: e.encode_rows(zeros + 0.5, zeros, zeros, t),  # not integers
+        lambda e: e.encode_rows(np.full(4, 2**31), zeros, zeros, t),  # beyond int32
+        lambda e: e.encode_rows(zeros[:3], zeros, zeros, t),  # size mismatch
+        lambda e: e.encode_rows(zeros, zeros - 1, zeros, t),  # no such row
+        lambda e: e.encode_rows(zeros, zeros, zeros[:3], t),  # centres mismatch
+        lambda e: e.encode_iid(np.zeros((2, 5), np.int32), tables),  # channel count
     ]
     for call in bad_calls:
         with pytest.raises(ValueError) as info:
-            call()
+            call(ec.StreamEncoder())
         assert not isinstance(info.value, ec.EntropyCodingError)

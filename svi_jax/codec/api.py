@@ -1,11 +1,13 @@
 """Real progressive coding: compress / decompress / truncate / info (format: docs/FORMAT.md).
 
-Device side (jitted): g_a and h_a, h_s, the wavefront (μ, σ) steps, g_s. Host side: the range
-coder (`svi_jax.codec.range_coding`). ẑ is coded with the factorized prior (tables from
-`tables.z_tables`, a pure function of the parameters); each slice of ŷ = round(y) with its
-Gaussian (μ, max(σ, 0.11)) in wavefront order, one chunk per wavefront step. The encoder runs
-the decoder's sequential path (same jitted functions, same inputs, step by step), so the
-coder sees bit-identical parameters on both sides.
+Float, on the default JAX device (jitted): g_a and h_a (encoder), g_s (decoder). Integer, on
+the host (`integer_model`, `tables`, `range_coding`): everything that feeds the range coder —
+ẑ's tables, h_s on the decoded ẑ symbols, the context model on decoded ŷ symbols, the
+entropy-parameter network, (μ, σ) -> table rows and the Gaussian tables. Those are exact
+integer computations, so a file decodes on any backend, thread count and JAX version. ẑ is
+coded with its per-channel tables; each slice of ŷ = round(y) in wavefront order, one chunk per
+wavefront step. The encoder computes every slice's parameters in one pass (integer sums do not
+depend on grouping); the decoder steps through the wavefront.
 """
 
 from __future__ import annotations
@@ -19,19 +21,12 @@ import ml_collections
 import numpy as np
 
 from svi_jax.codec import format as fmt
+from svi_jax.codec import integer_model
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
-from svi_jax.codec.tables import z_medians, z_tables
-from svi_jax.codec.wavefront import (
-    coding_params,
-    raster_schedule,
-    schedule_counts,
-    slice_prologue,
-    wavefront_schedule,
-    wavefront_step,
-)
+from svi_jax.codec.tables import FRAC_BITS, z_medians
+from svi_jax.codec.wavefront import decode_slice, get_schedule
 from svi_jax.data.image_io import to_rgb8
 from svi_jax.forward import compose_level_latent, sample_details
-from svi_jax.nn.entropy_models import SCALE_BOUND
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
 from svi_jax.weights.export import params_hash
 
@@ -52,13 +47,6 @@ def _analyze(model: ProgressiveSIC, params, x, medians):
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _hyper(model: ProgressiveSIC, params, z_symbols, medians):
-    """z symbols (int32) -> h_s(ẑ) with ẑ = symbol + median: the decoder's value."""
-    z_hat = z_symbols.astype(jnp.float32) + medians
-    return _apply(model, params, ProgressiveSIC.hyper_synthesis, z_hat[None])[0]
-
-
-@functools.partial(jax.jit, static_argnames="model")
 def _reconstruct(model: ProgressiveSIC, params, y_hat, hyper, level, uniform):
     """g_s of [ŷ first W·level channels | round(μ_h + U[−2, 2)) after] -> uint8 image."""
     c = model.latent_channels
@@ -75,22 +63,29 @@ def detail_uniform(seed: int, shape: tuple[int, ...]) -> jax.Array:
 
 
 class Codec:
-    """A model ready to code: parameters on device, ẑ tables and hash computed once."""
+    """A model ready to code: float parameters on device, the integer entropy model (derived
+    once, ~1 s) and the model hash on the host."""
 
     def __init__(
         self, params: dict, config: ml_collections.ConfigDict, model_hash: str | None = None
     ):
         self.config = config
         self.model = build_model(config.model)
+        host = jax.tree_util.tree_map(np.asarray, params)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.model_hash = bytes.fromhex(model_hash or params_hash(params, config))
-        self.cparams = coding_params(self.params)
-        self.pmf, self.offsets = z_tables(self.model, self.params)
-        self.medians = jnp.asarray(z_medians(self.model, self.params))
+        model_hash = model_hash or params_hash(host, config)
+        self.model_hash = bytes.fromhex(model_hash)
+        self.entropy = integer_model.derive(host, self.model.num_slices, model_hash)
+        self.medians = jnp.asarray(z_medians(host))
+        self.encoder_id = fmt.encoder_id(jax.default_backend())
 
     @property
     def num_slices(self) -> int:
         return self.model.num_slices
+
+    @property
+    def entropy_digest(self) -> bytes:
+        return self.entropy.digest[:8]
 
     # --- shapes ---------------------------------------------------------------------------
     def latent_shapes(self, height: int, width: int):
@@ -128,7 +123,7 @@ class Codec:
     ) -> bytes:
         """uint8 (H, W, 3) image -> .sic bytes holding levels 1..level (default all).
 
-        raster=True (benchmarks only) codes one position per step in raster order: such a
+        raster=True (benchmarks only) codes one position per chunk in raster order: such a
         file decodes only with `decompress(..., raster=True)`.
         """
         level = self.num_slices if level is None else int(level)
@@ -139,100 +134,53 @@ class Codec:
         image = to_rgb8(image)
         t0 = time.perf_counter()
         y_sym, z_sym = self.analyze(image)
-        _add(stats, "network_s", time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
+        _add(stats, "network_s", t1 - t0)
         encoder = StreamEncoder()
-        encoder.encode_factorized(z_sym, self.pmf, self.offsets)
-        z_stream = encoder.finish()
-        _add(stats, "entropy_s", time.perf_counter() - t0)
-        hyper = self._hyper(z_sym, stats)
-        y_buf = np.zeros(y_sym.shape, np.float32)
-        streams = []
+        encoder.encode_iid(z_sym, self.entropy.z_tables)
+        z_segment = fmt.Segment(encoder.finish(), fmt.symbol_check(z_sym))
+        t2 = time.perf_counter()
+        _add(stats, "entropy_s", t2 - t1)
+        hyper = self.entropy.hyper(z_sym)
+        sigma, mu = self.entropy.gaussian_params(hyper, y_sym, level)
+        rows, centres = self.entropy.gaussian.rows_and_centres(sigma, mu)
+        _add(stats, "integer_model_s", time.perf_counter() - t2)
+        t0 = time.perf_counter()
+        steps, cols, counts = get_schedule(*y_sym.shape[:2], raster)
+        width = self.entropy.width
+        tables = self.entropy.gaussian.tables
+        segments = []
         for s in range(level):
+            part = slice(s * width, (s + 1) * width)
+            sym, row, centre = y_sym[..., part], rows[..., part], centres[..., part]
             encoder = StreamEncoder()
-            self._code_slice(y_buf, hyper, s, encoder, y_sym, raster=raster, stats=stats)
-            t0 = time.perf_counter()
-            streams.append(encoder.finish())
-            _add(stats, "entropy_s", time.perf_counter() - t0)
+            for t in range(len(steps)):
+                r, q = steps[t, : counts[t]], cols[t, : counts[t]]
+                encoder.encode_rows(sym[r, q], row[r, q], centre[r, q], tables)
+            segments.append(fmt.Segment(encoder.finish(), fmt.symbol_check(sym)))
+        _add(stats, "entropy_s", time.perf_counter() - t0)
         header = fmt.Header(
-            self.model_hash, image.shape[0], image.shape[1], level, self.num_slices, int(seed)
+            self.model_hash,
+            self.entropy_digest,
+            image.shape[0],
+            image.shape[1],
+            level,
+            self.num_slices,
+            int(seed),
+            self.encoder_id,
         )
-        return fmt.pack(header, z_stream, streams)
-
-    # --- shared sequential path ----------------------------------------------------------
-    def _hyper(self, z_sym: np.ndarray, stats: dict | None) -> jax.Array:
-        t0 = time.perf_counter()
-        hyper = _hyper(self.model, self.params, jnp.asarray(z_sym, jnp.int32), self.medians)
-        hyper.block_until_ready()
-        _add(stats, "network_s", time.perf_counter() - t0)
-        return hyper
-
-    def _code_slice(
-        self,
-        y_buf: np.ndarray,
-        hyper: jax.Array,
-        s: int,
-        coder: StreamEncoder | StreamDecoder,
-        y_sym: np.ndarray | None,
-        raster: bool = False,
-        stats: dict | None = None,
-    ) -> None:
-        """Encodes (y_sym given) or decodes slice s in place into y_buf (h, w, C) float32.
-
-        The encoder replays the decoder exactly: same jitted calls, same buffer contents.
-        """
-        h, w, c = y_buf.shape
-        width = c // self.num_slices
-        s_arr = jnp.asarray(s, jnp.int32)
-        t0 = time.perf_counter()
-        earlier, hyper_s = slice_prologue(
-            self.cparams, jnp.asarray(y_buf), hyper, s_arr, num_slices=self.num_slices
-        )
-        rows, cols = raster_schedule(h, w) if raster else wavefront_schedule(h, w)
-        counts = np.ones(len(rows), np.int64) if raster else schedule_counts(h, w)
-        slice_buf = np.zeros((h, w, width), np.float32)
-        network = time.perf_counter() - t0
-        entropy = 0.0
-        bound = np.float32(SCALE_BOUND)
-        for t in range(len(rows)):
-            t0 = time.perf_counter()
-            sigma, mu = wavefront_step(
-                self.cparams,
-                slice_buf,
-                earlier,
-                hyper_s,
-                rows[t],
-                cols[t],
-                s_arr,
-                num_slices=self.num_slices,
-            )
-            n = counts[t]
-            r, q = rows[t, :n], cols[t, :n]
-            sigma = np.maximum(np.asarray(sigma)[:n], bound)
-            mu = np.asarray(mu)[:n]
-            t1 = time.perf_counter()
-            if y_sym is not None:
-                symbols = y_sym[r, q, s * width : (s + 1) * width]
-                coder.encode_gaussian(symbols, mu, sigma)
-            else:
-                try:
-                    symbols = coder.decode_gaussian(mu, sigma)
-                except EntropyCodingError as error:
-                    raise fmt.BitstreamError(f"corrupt stream in slice {s + 1}: {error}") from None
-            slice_buf[r, q] = symbols
-            t2 = time.perf_counter()
-            network += t1 - t0
-            entropy += t2 - t1
-        y_buf[..., s * width : (s + 1) * width] = slice_buf
-        _add(stats, "network_s", network)
-        _add(stats, "entropy_s", entropy)
+        return fmt.pack(header, z_segment, segments)
 
     # --- decoder --------------------------------------------------------------------------
-    def decode_symbols(
-        self, data: bytes, level: int | None = None, raster: bool = False, stats: dict | None = None
-    ) -> tuple[fmt.Bitstream, np.ndarray, np.ndarray, jax.Array, int]:
-        """-> (bitstream, z symbols, ŷ buffer (slices ≥ level are 0), hyper, level)."""
-        stream = fmt.parse(bytes(data))
+    def _desync(self, what: str, head: fmt.Header) -> fmt.DeterminismError:
+        return fmt.DeterminismError(
+            f"{what} is intact (its checksum matches) but does not decode to the symbols it "
+            f"was encoded from: the encoder ({head.encoder or 'unknown'}) and this decoder "
+            f"({self.encoder_id}) computed different coding parameters. This is a "
+            "determinism failure of svi_jax, not a corrupt file; please report it"
+        )
+
+    def _check_header(self, stream: fmt.Bitstream, level: int | None) -> int:
         head = stream.header
         if head.model_hash != self.model_hash:
             raise fmt.BitstreamError(
@@ -241,6 +189,13 @@ class Codec:
             )
         if head.num_slices != self.num_slices:
             raise fmt.BitstreamError("bitstream slice count does not match the model")
+        if head.entropy_digest != self.entropy_digest:
+            raise fmt.DeterminismError(
+                "this svi_jax derives another integer entropy model from the same parameters "
+                f"(digest {self.entropy_digest.hex()}, file {head.entropy_digest.hex()}): "
+                f"encoder {head.encoder or 'unknown'}, decoder {self.encoder_id}. This is a "
+                "determinism failure of svi_jax, not a corrupt file; please report it"
+            )
         available = stream.available_levels
         if available == 0:
             raise fmt.BitstreamError("bitstream holds no slice: cut before slice 1")
@@ -249,25 +204,68 @@ class Codec:
             raise fmt.BitstreamError(f"level {level} not available: the file holds 1..{available}")
         if head.height * head.width > MAX_PIXELS:
             raise fmt.BitstreamError(f"implausible image size {head.height}x{head.width}")
+        return level
+
+    def decode_symbols(
+        self, data: bytes, level: int | None = None, raster: bool = False, stats: dict | None = None
+    ) -> tuple[fmt.Bitstream, np.ndarray, np.ndarray, jax.Array, int]:
+        """-> (bitstream, z symbols int32, ŷ buffer float32 (slices >= level are 0), hyper
+        (h, w, 2C) float32 = the integer h_s output / 2**12, level).
+
+        Raises BitstreamError (DeterminismError when intact data decodes wrongly)."""
+        stream = fmt.parse(bytes(data))
+        level = self._check_header(stream, level)
+        head = stream.header
         y_shape, z_shape = self.latent_shapes(head.height, head.width)
         t0 = time.perf_counter()
         try:
-            decoder = StreamDecoder(stream.z_stream)
-            z_sym = decoder.decode_factorized(self.pmf, self.offsets, z_shape)
+            decoder = StreamDecoder(stream.z_segment.payload)
+            z_sym = decoder.decode_iid(self.entropy.z_tables, z_shape)
             decoder.finish()
-        except EntropyCodingError as error:
-            raise fmt.BitstreamError(f"corrupt z stream: {error}") from None
-        _add(stats, "entropy_s", time.perf_counter() - t0)
-        hyper = self._hyper(z_sym, stats)
-        y_buf = np.zeros(y_shape, np.float32)
+        except EntropyCodingError:
+            raise self._desync("the z stream", head) from None
+        if fmt.symbol_check(z_sym) != stream.z_segment.check:
+            raise self._desync("the z stream", head)
+        t1 = time.perf_counter()
+        _add(stats, "entropy_s", t1 - t0)
+        hyper = self.entropy.hyper(z_sym)
+        _add(stats, "integer_model_s", time.perf_counter() - t1)
+        width, tables = self.entropy.width, self.entropy.gaussian.tables
+        earlier = np.zeros((*y_shape[:2], 2 * y_shape[2]))
+        y_sym = np.zeros(y_shape, np.int32)
+        schedule = get_schedule(*y_shape[:2], raster)
+        timer = {"entropy_s": 0.0}
+
         for s in range(level):
-            decoder = _open(stream.slice_streams[s], s)
-            self._code_slice(y_buf, hyper, s, decoder, None, raster=raster, stats=stats)
+            segment = stream.slice_segments[s]
+            t0 = time.perf_counter()
             try:
+                decoder = StreamDecoder(segment.payload)
+
+                def decode(sigma, mu, decoder=decoder):
+                    t = time.perf_counter()
+                    rows, centres = self.entropy.gaussian.rows_and_centres(sigma, mu)
+                    out = decoder.decode_rows(rows, centres, tables)
+                    timer["entropy_s"] += time.perf_counter() - t
+                    return out
+
+                part = slice(2 * width * s, 2 * width * (s + 1))
+                hyper_s = self.entropy.hyper_slice(hyper, s)
+                sym = decode_slice(self.entropy, earlier[..., part], hyper_s, s, decode, schedule)
                 decoder.finish()
-            except EntropyCodingError as error:
-                raise fmt.BitstreamError(f"corrupt stream in slice {s + 1}: {error}") from None
-        return stream, z_sym, y_buf, hyper, level
+            except EntropyCodingError:
+                raise self._desync(f"slice {s + 1}", head) from None
+            if fmt.symbol_check(sym) != segment.check:
+                raise self._desync(f"slice {s + 1}", head)
+            y_sym[..., s * width : (s + 1) * width] = sym
+            if s + 1 < level:
+                later = self.entropy.context_from_slice(sym, s, s + 1)
+                earlier[..., 2 * width * (s + 1) :] += later
+            _add(stats, "integer_model_s", time.perf_counter() - t0)
+        _add(stats, "entropy_s", timer["entropy_s"])
+        _add(stats, "integer_model_s", -timer["entropy_s"])
+        hyper_f = jnp.asarray(np.ldexp(hyper.astype(np.float32), -FRAC_BITS))
+        return stream, z_sym, y_sym.astype(np.float32), hyper_f, level
 
     def decompress(
         self,
@@ -279,7 +277,7 @@ class Codec:
     ) -> np.ndarray:
         """.sic bytes -> uint8 (H, W, 3) at `level` (default: every level in the file).
 
-        Detail channels (≥ W·level) are sampled from `seed` (default: the header's seed).
+        Detail channels (>= W·level) are sampled from `seed` (default: the header's seed).
         """
         stream, _, y_buf, hyper, level = self.decode_symbols(data, level, raster, stats)
         seed = stream.header.seed if seed is None else int(seed)
@@ -293,13 +291,6 @@ class Codec:
         image = np.asarray(image)[: stream.header.height, : stream.header.width]
         _add(stats, "network_s", time.perf_counter() - t0)
         return image
-
-
-def _open(data: bytes, s: int) -> StreamDecoder:
-    try:
-        return StreamDecoder(data)
-    except EntropyCodingError as error:
-        raise fmt.BitstreamError(f"corrupt stream in slice {s + 1}: {error}") from None
 
 
 def _add(stats: dict | None, key: str, seconds: float) -> None:
@@ -359,6 +350,8 @@ def info(data: bytes) -> dict:
     return {
         "format_version": head.version,
         "model_hash": head.model_hash.hex(),
+        "entropy_digest": head.entropy_digest.hex(),
+        "encoder": head.encoder,
         "height": head.height,
         "width": head.width,
         "coded_levels": head.num_levels,

@@ -1,40 +1,74 @@
 """The .sic bitstream container: header, parsing, truncation (layout in docs/FORMAT.md).
 
-All integers little-endian. Header (HEADER_SIZE bytes):
+All integers little-endian. Header (HEADER_SIZE = 99 bytes):
   magic b"SVIC" | format version u8 | model hash 32 B (sha256 of config.model + params) |
-  height u32 | width u32 | coded levels u8 | slices of the model u8 | seed u64 |
-  CRC-32 of the preceding header bytes u32
-then segments, each `length u32 | CRC-32 u32 | payload`: first ẑ's stream, then one per
-latent slice in slice order. The first l slice segments are a prefix of the file, so a file
-cut right after slice segment l decodes at level l; `truncate` also rewrites the level count.
+  entropy-model digest 8 B | height u32 | width u32 | coded levels u8 | slices of the model u8 |
+  seed u64 | encoder 32 B (ASCII "svi-jax <version> <backend> jax <version>", NUL padded;
+  diagnostics only) | CRC-32 of the preceding header bytes u32
+then segments, each `length u32 | CRC-32 of the payload u32 | symbol check u16 | payload`:
+first ẑ's stream, then one per latent slice in slice order. The symbol check is the low 16
+bits of the CRC-32 of the segment's decoded symbols (int32 little-endian, row-major): a
+payload whose CRC matches but whose symbols do not decoded with other parameters than it was
+encoded with (a determinism failure, not a corrupt file). The first l slice segments are a
+prefix of the file, so a file cut right after slice segment l decodes at level l; `truncate`
+also rewrites the level count.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import struct
 import zlib
 
+import numpy as np
+
 MAGIC = b"SVIC"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<4sB32sIIBBQ")
+FORMAT_VERSION = 2
+_HEADER = struct.Struct("<4sB32s8sIIBBQ32s")
 HEADER_SIZE = _HEADER.size + 4
-_SEGMENT = struct.Struct("<II")
+_SEGMENT = struct.Struct("<IIH")
 SEGMENT_OVERHEAD = _SEGMENT.size
+ENCODER_FIELD = 32
 
 
 class BitstreamError(ValueError):
     """The data is not a readable .sic bitstream for this model and format version."""
 
 
+class DeterminismError(BitstreamError):
+    """An intact file (checksums match) decodes to other symbols than were encoded: encoder
+    and decoder computed different entropy parameters. A bug, never a corrupt input."""
+
+
+def encoder_id(backend: str) -> str:
+    """'svi-jax <version> <backend> jax <version>' of this process (diagnostics)."""
+    try:
+        ours = importlib.metadata.version("svi-jax")
+    except importlib.metadata.PackageNotFoundError:
+        ours = "unknown"
+    try:
+        jax_version = importlib.metadata.version("jax")
+    except importlib.metadata.PackageNotFoundError:
+        jax_version = "unknown"
+    return f"svi-jax {ours} {backend} jax {jax_version}"[:ENCODER_FIELD]
+
+
+def symbol_check(symbols: np.ndarray) -> int:
+    """Low 16 bits of the CRC-32 of int32 symbols in row-major order."""
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes()) & 0xFFFF
+
+
 @dataclasses.dataclass(frozen=True)
 class Header:
     model_hash: bytes  # 32-byte sha256 digest (svi_jax.weights.export.params_hash)
+    entropy_digest: bytes  # 8 bytes: IntegerEntropyModel.digest[:8]
     height: int  # original image height (before padding to a multiple of 64)
     width: int
     num_levels: int  # slice segments the encoder wrote (1..num_slices)
     num_slices: int  # slices of the model (16 for every shipped config)
     seed: int  # detail-sampling seed (uint64)
+    encoder: str = ""  # encoder_id() of the writer; diagnostics only, never compared
     version: int = FORMAT_VERSION
 
     def pack(self) -> bytes:
@@ -42,38 +76,47 @@ class Header:
             MAGIC,
             self.version,
             self.model_hash,
+            self.entropy_digest,
             self.height,
             self.width,
             self.num_levels,
             self.num_slices,
             self.seed,
+            self.encoder.encode("ascii", "replace")[:ENCODER_FIELD],
         )
         return body + struct.pack("<I", zlib.crc32(body))
 
 
 @dataclasses.dataclass(frozen=True)
+class Segment:
+    payload: bytes
+    check: int  # symbol_check of the symbols the encoder coded into `payload`
+
+
+@dataclasses.dataclass(frozen=True)
 class Bitstream:
     header: Header
-    z_stream: bytes
-    slice_streams: tuple[bytes, ...]  # the complete slice segments present (a prefix)
+    z_segment: Segment
+    slice_segments: tuple[Segment, ...]  # the complete slice segments present (a prefix)
 
     @property
     def available_levels(self) -> int:
-        return len(self.slice_streams)
+        return len(self.slice_segments)
 
     def segment_sizes(self) -> list[int]:
         """Bytes of the z segment and each slice segment, framing included."""
-        return [SEGMENT_OVERHEAD + len(s) for s in (self.z_stream, *self.slice_streams)]
+        return [SEGMENT_OVERHEAD + len(s.payload) for s in (self.z_segment, *self.slice_segments)]
 
 
-def _segment(payload: bytes) -> bytes:
-    return _SEGMENT.pack(len(payload), zlib.crc32(payload)) + payload
+def _segment(segment: Segment) -> bytes:
+    p = segment.payload
+    return _SEGMENT.pack(len(p), zlib.crc32(p), segment.check) + p
 
 
-def pack(header: Header, z_stream: bytes, slice_streams: list[bytes] | tuple[bytes, ...]) -> bytes:
-    if len(slice_streams) != header.num_levels:
-        raise ValueError("one slice stream per coded level")
-    return header.pack() + b"".join(_segment(s) for s in (z_stream, *slice_streams))
+def pack(header: Header, z_segment: Segment, slice_segments) -> bytes:
+    if len(slice_segments) != header.num_levels:
+        raise ValueError("one slice segment per coded level")
+    return header.pack() + b"".join(_segment(s) for s in (z_segment, *slice_segments))
 
 
 def parse_header(data: bytes) -> Header:
@@ -83,10 +126,10 @@ def parse_header(data: bytes) -> Header:
         raise BitstreamError("not a .sic bitstream (wrong magic bytes)")
     version = data[4]
     if version != FORMAT_VERSION:
-        newer = "newer than" if version > FORMAT_VERSION else "not supported by"
+        which = "a newer" if version > FORMAT_VERSION else "an older"
         raise BitstreamError(
-            f"bitstream format version {version} is {newer} this svi_jax "
-            f"(reads version {FORMAT_VERSION}); decode it with the svi_jax that wrote it"
+            f"bitstream was written in format version {version} by {which} svi_jax; this "
+            f"svi_jax reads version {FORMAT_VERSION}: decode it with the svi_jax that wrote it"
         )
     if len(data) < HEADER_SIZE:
         raise BitstreamError(f"truncated .sic header ({len(data)} of {HEADER_SIZE} bytes)")
@@ -94,24 +137,25 @@ def parse_header(data: bytes) -> Header:
     (crc,) = struct.unpack_from("<I", data, _HEADER.size)
     if zlib.crc32(body) != crc:
         raise BitstreamError("corrupt .sic header (checksum mismatch)")
-    _, version, digest, h, w, levels, slices, seed = _HEADER.unpack(body)
+    _, version, digest, entropy, h, w, levels, slices, seed, encoder = _HEADER.unpack(body)
     if not (1 <= levels <= slices) or h < 1 or w < 1:
         raise BitstreamError(f"invalid .sic header: {h}x{w}, {levels} of {slices} levels")
-    return Header(digest, h, w, levels, slices, seed, version)
+    name = encoder.rstrip(b"\0").decode("ascii", "replace")
+    return Header(digest, entropy, h, w, levels, slices, seed, name, version)
 
 
 def parse(data: bytes) -> Bitstream:
     """Splits a file into header and segments; raises BitstreamError with one clear line."""
     header = parse_header(data)
     pos = HEADER_SIZE
-    segments: list[bytes] = []
+    segments: list[Segment] = []
     while pos < len(data):
         if len(segments) > header.num_levels:
             raise BitstreamError("trailing data after the last coded slice")
         what = "the z stream" if not segments else f"slice {len(segments)}"
         if len(data) - pos < SEGMENT_OVERHEAD:
             raise BitstreamError(f"file cut inside {what} (truncated bitstream)")
-        length, crc = _SEGMENT.unpack_from(data, pos)
+        length, crc, check = _SEGMENT.unpack_from(data, pos)
         pos += SEGMENT_OVERHEAD
         if len(data) - pos < length:
             raise BitstreamError(f"file cut inside {what} (truncated bitstream)")
@@ -119,7 +163,7 @@ def parse(data: bytes) -> Bitstream:
         pos += length
         if zlib.crc32(payload) != crc:
             raise BitstreamError(f"corrupt bitstream: checksum mismatch in {what}")
-        segments.append(payload)
+        segments.append(Segment(payload, check))
     if not segments:
         raise BitstreamError("truncated bitstream: no z stream after the header")
     return Bitstream(header, segments[0], tuple(segments[1:]))
@@ -133,4 +177,4 @@ def truncate(data: bytes, level: int) -> bytes:
             f"level {level} not available: the file holds levels 1..{stream.available_levels}"
         )
     header = dataclasses.replace(stream.header, num_levels=level)
-    return pack(header, stream.z_stream, stream.slice_streams[:level])
+    return pack(header, stream.z_segment, stream.slice_segments[:level])

@@ -1,44 +1,31 @@
-"""Host-side entropy coding (numpy in, bytes out) for the progressive SIC codec.
+"""Host-side range coding with integer probability tables (numpy in, bytes out).
 
-Runs outside jit on the host. Built on constriction's range coder (a queue: symbols are
-decoded in the order they were encoded), with 32-bit words stored little-endian.
+Runs outside jit on the host, on constriction's range coder (a queue: symbols are decoded in
+the order they were encoded), 32-bit words stored little-endian.
 
-Gaussian conditional (y). Symbol s = round(y) is coded under the discretised Gaussian
-P(s) ∝ Φ((s+½−μ)/σ) − Φ((s−½−μ)/σ) with a non-integer mean μ. Shifting by the integer
-centre c = rint(μ) leaves every bin unchanged, so we code d = s − c under a Gaussian of
-mean μ − c ∈ [−½, ½]. Its alphabet is [−R−1, R+1] with R the smallest power of two
->= 8σ, clipped to [2**4, 2**18] (a "bucket"): the tail beyond 8σ holds < 1e-15 of the mass,
-so in-support symbols cost their ideal −log2 P, while the bucket keeps the alphabet small
-for small σ (constriction gives every alphabet entry at least 2**-24 of the mass, which
-would otherwise cost up to K·2**-24·1.44 bits per symbol for an alphabet of K entries).
-Buckets are computed exactly (frexp, no log2), so encoder and decoder always agree.
+Models. Every symbol is coded under one *row* of a `svi_jax.codec.tables.CodingTables`: n
+integer frequencies f_0..f_{n−1} with Σ f = 2**24 − n. constriction's `Categorical` model with
+`perfect=False` quantises a float table p by CDF_i = ⌊(Σ_{k<i} p_k) · (2**24 − n)/Σ p⌋ + i
+(`fast_quantized_cdf` in constriction's categorical models); fed the integers f (exact in
+float32/float64 and in every partial sum, as all are < 2**24), the scale is exactly 1.0 and
+the coder's CDF is exactly Σ_{k<i} (f_k + 1): the probabilities that reach the coder are the
+integer tables, bit for bit, on every machine. No float parameter reaches constriction.
 
-Escapes. d = ±(R+1) is an escape symbol: |d| − (R+1) follows right after the chunk's
-symbols in the same stream, coded by `entropy_coding_escape` (Elias-gamma-like, exact for
-any int32 symbol). μ is clipped to ±2**31 first, so any finite float32 mean works.
+Symbols. A symbol s with centre c is the value v = s − c. Entry 0 of a row is the escape
+below, entries 1..n−2 the values lows[r] .. lows[r] + n − 3, entry n−1 the escape above.
+An escaped value's distance past its escape value (lows − 1 below, lows + n − 2 above) is
+coded right after the chunk's symbols by `svi_jax.codec.escapes` (exact for any int32).
 
-Factorized prior (ẑ). Channel c has a table pmf[c, k] for the value offsets[c] + k. The
-alphabet is [escape-below, table..., escape-above]; the escapes share the table's missing
-mass 1 − Σ pmf[c] (constriction still gives them the minimum 2**-24 if it is 0). Values
-outside the table escape as above. Per-channel lengths: pad rows with zeros.
+Chunks. `encode_rows` / `decode_rows` code one chunk: its symbols grouped by row length
+(ascending), one constriction call per group, then the chunk's escape payload. The decoder
+must replay the same chunks with the same rows and centres. `encode_iid` / `decode_iid` code
+(N, C) symbols with row c for channel c (ẑ), channel by channel.
 
-Chunks. `StreamEncoder` is called repeatedly (each call a "chunk"); `StreamDecoder` must be
-called with the same chunk boundaries, kinds and parameters, because a chunk's symbols are
-grouped by bucket and its escape payload follows the chunk. Gaussian and factorized chunks
-may share one stream, which saves the ≤ 4-byte (≈ 2 on average) flush cost of a stream.
-
-Determinism. Equal inputs give equal bytes. Means/stds are cast to float32 first (the
-decoder must be fed bit-identical float32 μ, σ — compute them by the same path on encode
-and decode); constriction computes in float64 internally. Factorized tables must also be
-bit-identical float64 arrays.
-
-Errors. Bad arguments raise ValueError. Corrupt streams raise `EntropyCodingError` where
-detectable: a length that is not a multiple of 4, data constriction finds invalid for the
-model (most truncations and ~95% of single bit flips in our tests), decoded symbols outside
-int32, a stream that does not end where the decoder's last chunk ends (`finish()`; this
-misses one appended word and a few one-word truncations). Undetectable: some bit flips,
-which decode silently to other symbols, and decoding with other parameters or chunking. A
-container should store each stream's length and, to catch every corruption, a checksum.
+Errors. Bad arguments raise ValueError. Data that cannot be decoded raises
+`EntropyCodingError`: a length that is not a multiple of 4, data constriction finds invalid,
+decoded symbols outside int32, a stream that does not end where the last chunk ends
+(`finish()`). A stream decoded with other rows than it was written with often, but not always,
+fails; the container (`format`) carries checksums to tell the two causes apart.
 """
 
 from __future__ import annotations
@@ -53,77 +40,53 @@ from svi_jax.codec.escapes import (
     decode_excess,
     encode_excess,
 )
+from svi_jax.codec.tables import CodingTables
 
 _stream = constriction.stream
-# Smallest / largest bucket half-width exponent: R = 2**exp.
-MIN_SUPPORT_EXP = 4
-MAX_SUPPORT_EXP = 18
-# The alphabet covers at least TAIL_SIGMAS·σ on each side of the centre.
-TAIL_SIGMAS = 8
-# Centres are clipped so s − c fits comfortably in int64 and the escape code's range.
-_MAX_CENTRE = float(2**31)
-_MAX_TABLE = 2**20  # constriction's 24-bit precision needs far fewer entries than 2**24
-
-_gaussian_families: dict[int, object] = {}
+_FAMILY = _stream.model.Categorical(perfect=False)
+_DECODE_ERRORS = (AssertionError, KeyError, ValueError, RuntimeError, OverflowError)
 
 
 class EntropyCodingError(ValueError):
     """A bitstream is corrupt, truncated, or was decoded with other parameters."""
 
 
-def _gaussian_family(exp: int):
-    """The QuantizedGaussian model family of bucket `exp` (alphabet [−R−1, R+1])."""
-    if exp not in _gaussian_families:
-        half_width = 2**exp + 1
-        _gaussian_families[exp] = _stream.model.QuantizedGaussian(-half_width, half_width)
-    return _gaussian_families[exp]
+def _row_plan(tables: CodingTables, rows: np.ndarray, centres: np.ndarray):
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    centres = np.asarray(centres, np.int64).reshape(-1)
+    if rows.shape != centres.shape:
+        raise ValueError(f"rows and centres differ in size: {rows.shape} vs {centres.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= len(tables.lengths)):
+        raise ValueError("row index outside the table")
+    if centres.size and np.abs(centres).max() > 2**31:
+        raise ValueError("centres must lie within ±2**31")
+    return rows, centres, tables.lows[rows], tables.lengths[rows]
 
 
-def _gaussian_plan(means: np.ndarray, stds: np.ndarray):
-    """Flat (centre int64, fractional mean f64, std f64, bucket exponent int64) per symbol."""
-    mu = np.asarray(means, dtype=np.float32).reshape(-1).astype(np.float64)
-    sigma = np.asarray(stds, dtype=np.float32).reshape(-1).astype(np.float64)
-    if mu.shape != sigma.shape:
-        raise ValueError(f"means and stds differ in size: {mu.shape} vs {sigma.shape}")
-    if not np.all(np.isfinite(mu)):
-        raise ValueError("means must be finite")
-    if not np.all(np.isfinite(sigma) & (sigma > 0)):
-        raise ValueError("stds must be finite and > 0")
-    mu = np.clip(mu, -_MAX_CENTRE, _MAX_CENTRE)
-    centre = np.rint(mu)
-    # 8·σ is exact in float64 (σ has a 24-bit mantissa); frexp gives x = m·2**e with
-    # m ∈ [0.5, 1), so the smallest power of two >= x is 2**e, or 2**(e−1) when m == 0.5.
-    mantissa, exponent = np.frexp(TAIL_SIGMAS * sigma)
-    exponent = exponent - (mantissa == 0.5)
-    exponent = np.clip(exponent, MIN_SUPPORT_EXP, MAX_SUPPORT_EXP).astype(np.int64)
-    return centre.astype(np.int64), mu - centre, sigma, exponent
+def _split(values: np.ndarray, lows: np.ndarray, lengths: np.ndarray):
+    """values -> (coded entry index, escaped mask, excess of the escaped values)."""
+    index = values - lows + 1
+    below, above = index < 1, index > lengths - 2
+    coded = np.where(below, 0, np.where(above, lengths - 1, index))
+    excess = np.where(below, lows - 1 - values, values - (lows + lengths - 2))
+    escaped = below | above
+    return coded.astype(np.int32), escaped, excess[escaped]
 
 
-def _factorized_models(pmf: np.ndarray, offsets: np.ndarray):
-    """Per-channel Categorical models over [escape-below, table..., escape-above]; (models,
-    offsets as int64, table length K)."""
-    table = np.asarray(pmf, dtype=np.float64)
-    offsets = np.asarray(offsets)
-    if table.ndim != 2 or table.shape[1] < 1 or table.shape[1] > _MAX_TABLE:
-        raise ValueError(f"pmf must be (C, K) with 1 <= K <= {_MAX_TABLE}, got {table.shape}")
-    if offsets.shape != (table.shape[0],) or offsets.dtype.kind not in "iu":
-        raise ValueError(f"offsets must be an integer array of shape ({table.shape[0]},)")
-    if offsets.size and (offsets.min() < INT32_MIN or offsets.max() > INT32_MAX):
-        raise ValueError("offsets must lie in the int32 range")  # keeps escapes < 2**34
-    if not np.all(np.isfinite(table)) or np.any(table < 0):
-        raise ValueError("pmf must be finite and non-negative")
-    totals = table.sum(axis=1)
-    if np.any(totals <= 0):
-        raise ValueError("every pmf row needs positive mass")
-    tail = np.clip(1.0 - totals, 0.0, None)[:, None] / 2
-    rows = np.concatenate([tail, table, tail], axis=1)
-    models = [_stream.model.Categorical(row, perfect=False) for row in rows]
-    return models, offsets.astype(np.int64), table.shape[1]
+def _join(coded: np.ndarray, excess: np.ndarray, lows: np.ndarray, lengths: np.ndarray):
+    below, above = coded == 0, coded == lengths - 1
+    extra = np.zeros_like(coded)
+    extra[below | above] = excess
+    return np.where(
+        below, lows - 1 - extra, np.where(above, lows + lengths - 2 + extra, lows + coded - 1)
+    )
 
 
-def _check_symbols_match(symbols: np.ndarray, size: int) -> None:
-    if symbols.size != size:
-        raise ValueError(f"{symbols.size} symbols but {size} model parameters")
+def _iid_models(tables: CodingTables) -> list:
+    return [
+        _stream.model.Categorical(tables.row(r).astype(np.float64), perfect=False)
+        for r in range(len(tables.lengths))
+    ]
 
 
 class StreamEncoder:
@@ -137,38 +100,33 @@ class StreamEncoder:
         if self._finished:
             raise RuntimeError("stream already finished")
 
-    def encode_gaussian(self, symbols: np.ndarray, means: np.ndarray, stds: np.ndarray) -> None:
-        """Codes integer symbols (any shape) under N(means, stds) discretised to unit bins."""
+    def encode_rows(self, symbols, rows, centres, tables: CodingTables) -> None:
+        """Codes integer symbols (any shape; flattened) under tables rows `rows` at centres."""
         self._check_open()
-        centre, frac, sigma, exponent = _gaussian_plan(means, stds)
+        rows, centres, lows, lengths = _row_plan(tables, rows, centres)
         values = as_int_symbols(symbols).reshape(-1)
-        _check_symbols_match(values, centre.size)
-        offset = values - centre
-        edge = (np.int64(1) << exponent) + 1
-        escaped = np.abs(offset) >= edge
-        coded = np.where(escaped, np.sign(offset) * edge, offset).astype(np.int32)
-        for exp in np.unique(exponent):  # ascending: the decoder replays the same order
-            group = exponent == exp
-            self._encoder.encode(
-                coded[group], _gaussian_family(int(exp)), frac[group], sigma[group]
-            )
-        encode_excess(self._encoder, np.abs(offset[escaped]) - edge[escaped])
+        if values.size != rows.size:
+            raise ValueError(f"{values.size} symbols but {rows.size} rows")
+        coded, escaped, excess = _split(values - centres, lows, lengths)
+        for n in np.unique(lengths):  # ascending: the decoder replays the same order
+            group = lengths == n
+            matrix, local = tables.by_length[int(n)]
+            self._encoder.encode(coded[group], _FAMILY, matrix[local[rows[group]]])
+        encode_excess(self._encoder, excess)
 
-    def encode_factorized(self, symbols: np.ndarray, pmf: np.ndarray, offsets: np.ndarray) -> None:
-        """Codes integer symbols of shape (..., C) with per-channel tables pmf (C, K)."""
+    def encode_iid(self, symbols, tables: CodingTables) -> None:
+        """Codes (..., C) symbols, channel c under row c (values relative to centre 0)."""
         self._check_open()
-        models, offsets, size = _factorized_models(pmf, offsets)
         values = as_int_symbols(symbols)
-        if values.ndim < 1 or values.shape[-1] != len(models):
-            raise ValueError(f"symbols need a last axis of {len(models)} channels")
-        # Channel-major order so each channel is one i.i.d. call with a concrete model.
-        index = values.reshape(-1, len(models)).T - offsets[:, None]
-        below, above = index < 0, index >= size
-        coded = np.where(below, 0, np.where(above, size + 1, index + 1)).astype(np.int32)
-        for channel, model in enumerate(models):
+        channels = len(tables.lengths)
+        if values.ndim < 1 or values.shape[-1] != channels:
+            raise ValueError(f"symbols need a last axis of {channels} channels")
+        values = values.reshape(-1, channels).T  # channel-major
+        lows, lengths = tables.lows[:, None], tables.lengths[:, None]
+        coded, escaped, excess = _split(values, lows, lengths)
+        for channel, model in enumerate(_iid_models(tables)):
             self._encoder.encode(coded[channel], model)
-        excess = np.where(below, -index - 1, index - size)
-        encode_excess(self._encoder, excess[below | above])
+        encode_excess(self._encoder, excess)
 
     def num_bytes(self) -> int:
         """Size the stream would have if finished now."""
@@ -182,7 +140,7 @@ class StreamEncoder:
 
 
 class StreamDecoder:
-    """Reads chunks back in the order, shapes and parameters `StreamEncoder` wrote them."""
+    """Reads chunks back in the order, rows and centres `StreamEncoder` wrote them."""
 
     def __init__(self, data: bytes) -> None:
         if len(data) % 4:
@@ -191,55 +149,42 @@ class StreamDecoder:
         self._decoder = _stream.queue.RangeDecoder(words)
         self._finished = False
 
-    def _decode(self, *args) -> np.ndarray:
+    def _call(self, fn, *args) -> np.ndarray:
         """Calls constriction, turning its failures on invalid data into EntropyCodingError."""
         if self._finished:
             raise RuntimeError("stream already finished")
         try:
-            return np.asarray(self._decoder.decode(*args), dtype=np.int64)
-        except (AssertionError, KeyError, ValueError, RuntimeError, OverflowError) as error:
+            return np.asarray(fn(*args), dtype=np.int64)
+        except _DECODE_ERRORS as error:
             raise EntropyCodingError(f"corrupt or truncated stream: {error}") from error
 
-    def _decode_excess(self, count: int) -> np.ndarray:
-        if self._finished:
-            raise RuntimeError("stream already finished")
-        try:
-            return decode_excess(self._decoder, count)
-        except (AssertionError, KeyError, ValueError, RuntimeError, OverflowError) as error:
-            raise EntropyCodingError(f"corrupt or truncated stream: {error}") from error
+    def decode_rows(self, rows, centres, tables: CodingTables) -> np.ndarray:
+        """Decodes one chunk; int32 symbols with the shape of `rows`."""
+        shape = np.shape(rows)
+        rows, centres, lows, lengths = _row_plan(tables, rows, centres)
+        coded = np.zeros(rows.size, np.int64)
+        for n in np.unique(lengths):
+            group = lengths == n
+            matrix, local = tables.by_length[int(n)]
+            coded[group] = self._call(self._decoder.decode, _FAMILY, matrix[local[rows[group]]])
+        escaped = (coded == 0) | (coded == lengths - 1)
+        excess = self._call(decode_excess, self._decoder, int(escaped.sum()))
+        return _to_int32(_join(coded, excess, lows, lengths) + centres).reshape(shape)
 
-    def decode_gaussian(self, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-        """Decodes one chunk; returns int32 symbols with the shape of `means`."""
-        centre, frac, sigma, exponent = _gaussian_plan(means, stds)
-        coded = np.zeros(centre.size, dtype=np.int64)
-        for exp in np.unique(exponent):
-            group = exponent == exp
-            coded[group] = self._decode(_gaussian_family(int(exp)), frac[group], sigma[group])
-        edge = (np.int64(1) << exponent) + 1
-        escaped = np.abs(coded) == edge
-        excess = self._decode_excess(int(escaped.sum()))
-        coded[escaped] += np.sign(coded[escaped]) * excess
-        return _to_int32(centre + coded).reshape(np.shape(means))
-
-    def decode_factorized(
-        self, pmf: np.ndarray, offsets: np.ndarray, shape: tuple[int, ...]
-    ) -> np.ndarray:
-        """Decodes one chunk of shape (..., C) written by `encode_factorized`; int32."""
-        models, offsets, size = _factorized_models(pmf, offsets)
-        if len(shape) < 1 or shape[-1] != len(models):
-            raise ValueError(f"shape needs a last axis of {len(models)} channels")
+    def decode_iid(self, tables: CodingTables, shape: tuple[int, ...]) -> np.ndarray:
+        """Decodes (..., C) symbols written by `encode_iid`; int32 of the given shape."""
+        channels = len(tables.lengths)
+        if len(shape) < 1 or shape[-1] != channels:
+            raise ValueError(f"shape needs a last axis of {channels} channels")
         count = int(np.prod(shape[:-1], dtype=np.int64))
-        coded = np.zeros((len(models), count), dtype=np.int64)
+        coded = np.zeros((channels, count), np.int64)
         if count:
-            for channel, model in enumerate(models):
-                coded[channel] = self._decode(model, count)
-        below, above = coded == 0, coded == size + 1
-        escaped = below | above
-        excess = np.zeros_like(coded)
-        excess[escaped] = self._decode_excess(int(escaped.sum()))
-        index = np.where(below, -1 - excess, np.where(above, size + excess, coded - 1))
-        values = index + offsets[:, None]
-        return _to_int32(values.T).reshape(shape)
+            for channel, model in enumerate(_iid_models(tables)):
+                coded[channel] = self._call(self._decoder.decode, model, count)
+        lows, lengths = tables.lows[:, None], tables.lengths[:, None]
+        escaped = (coded == 0) | (coded == lengths - 1)
+        excess = self._call(decode_excess, self._decoder, int(escaped.sum()))
+        return _to_int32(_join(coded, excess, lows, lengths).T).reshape(shape)
 
     def finish(self) -> None:
         """Checks that the stream ends here (catches most truncation, trailing data, and
@@ -257,47 +202,3 @@ def _to_int32(values: np.ndarray) -> np.ndarray:
     if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
         raise EntropyCodingError("decoded symbol outside int32: corrupt stream or parameters")
     return values.astype(np.int32)
-
-
-class GaussianStreamEncoder(StreamEncoder):
-    """`StreamEncoder` with `encode` = `encode_gaussian`, for y chunks."""
-
-    encode = StreamEncoder.encode_gaussian
-
-
-class GaussianStreamDecoder(StreamDecoder):
-    """`StreamDecoder` with `decode` = `decode_gaussian`, for y chunks."""
-
-    decode = StreamDecoder.decode_gaussian
-
-
-def encode_gaussian(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray) -> bytes:
-    """One-shot Gaussian-conditional coding of all symbols into one stream."""
-    encoder = StreamEncoder()
-    encoder.encode_gaussian(symbols, means, stds)
-    return encoder.finish()
-
-
-def decode_gaussian(data: bytes, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-    """Inverse of `encode_gaussian`; int32 with the shape of `means`."""
-    decoder = StreamDecoder(data)
-    symbols = decoder.decode_gaussian(means, stds)
-    decoder.finish()
-    return symbols
-
-
-def encode_factorized(symbols: np.ndarray, pmf: np.ndarray, offsets: np.ndarray) -> bytes:
-    """One-shot factorized-prior coding of symbols (..., C) with tables pmf (C, K)."""
-    encoder = StreamEncoder()
-    encoder.encode_factorized(symbols, pmf, offsets)
-    return encoder.finish()
-
-
-def decode_factorized(
-    data: bytes, pmf: np.ndarray, offsets: np.ndarray, shape: tuple[int, ...]
-) -> np.ndarray:
-    """Inverse of `encode_factorized`; int32 of the given shape."""
-    decoder = StreamDecoder(data)
-    symbols = decoder.decode_factorized(pmf, offsets, shape)
-    decoder.finish()
-    return symbols

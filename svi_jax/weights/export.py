@@ -4,7 +4,11 @@ An export is a directory holding `config.json` (the full ml_collections config a
 `params.msgpack` (flax.serialization of the params pytree) and `export.json` (format version,
 parameter hash, provenance). train.py writes one to `<workdir>/export`; an imported official
 checkpoint can be exported the same way. The parameter hash identifies the model in codec
-bitstreams, so decoding with another model fails loudly.
+bitstreams, so decoding with another model fails loudly. The codec's integer entropy model
+(svi_jax.codec.integer_model) is derived from the parameters by exact arithmetic, so the hash
+covers it too; `export.json` also records its digest (`entropy_model_digest`), which loading
+re-derives and checks: a mismatch means this machine's svi_jax derives other coding tables
+than the exporting one did (a determinism failure), never silently different files.
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ def save_exported_model(
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     (tmp / "config.json").write_text(config.to_json(indent=2))
     (tmp / "params.msgpack").write_bytes(flax.serialization.to_bytes(params))
+    digest = params_hash(params, config)
     meta = {
         "format_version": EXPORT_FORMAT_VERSION,
-        "params_hash": params_hash(params, config),
+        "params_hash": digest,
+        "entropy_model_digest": _entropy_digest(params, config, digest),
         **provenance,
     }
     (tmp / "export.json").write_text(json.dumps(meta, indent=2))
@@ -73,6 +79,18 @@ def save_exported_model(
     else:
         tmp.rename(target)
     return target
+
+
+def _entropy_digest(params: dict, config: ml_collections.ConfigDict, key: str) -> str | None:
+    """Hex digest of the codec's integer entropy model; None when the parameters define none
+    (non-finite values: such an export still saves and loads, the codec refuses it)."""
+    from svi_jax.codec import integer_model  # the codec imports this module
+
+    try:
+        model = integer_model.derive(params, config.model.num_slices, key)
+    except ValueError:  # IntegerModelError / TableError
+        return None
+    return model.digest[:8].hex()
 
 
 def resolve_export_dir(path: str | os.PathLike) -> pathlib.Path:
@@ -113,4 +131,11 @@ def load_exported_model(path: str | os.PathLike):
     digest = params_hash(params, config)
     if digest != meta.get("params_hash"):
         raise ExportError(f"parameter hash mismatch in {d}: the export is corrupt")
+    recorded = meta.get("entropy_model_digest")
+    if recorded is not None and recorded != _entropy_digest(params, config, digest):
+        raise ExportError(
+            f"{d}: this svi_jax derives another integer entropy model from the export's "
+            f"parameters than the exporting one (digest {recorded}); files would not decode "
+            "across the two. A determinism failure of svi_jax: please report it"
+        )
     return config, params, digest
