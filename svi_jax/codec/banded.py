@@ -11,7 +11,7 @@ cut may go, the halo and the memory model: svi_jax/codec/tiling.py.
 An image whose whole-image estimate fits the budget takes the codec's single call (same speed,
 same numbers as before); otherwise tiles of at most two heights and two widths (at most four
 compilations). If even the smallest tile does not fit, `MemoryBudgetError` (one line, with the
-estimate) is raised before any network runs. Budget: $SVI_MEMORY_BUDGET_GIB or 2 GiB.
+estimate) is raised before any network runs. Budget: $SVI_MEMORY_BUDGET_GIB or 3 GiB.
 """
 
 from __future__ import annotations

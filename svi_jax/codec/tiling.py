@@ -37,7 +37,7 @@ from svi_jax.data.image_io import DataError
 from svi_jax.nn.model import DOWNSCALE_Y, ProgressiveSIC
 
 GIB = 2**30
-DEFAULT_BUDGET_GIB = 2.0  # one g_a / g_s call; tiny at 24 MP then peaks at ~3.5 GiB RSS on CPU
+DEFAULT_BUDGET_GIB = 3.0  # one g_a / g_s call (estimate); tiny at 24 MP peaks near 3.3 GiB RSS
 BUDGET_ENV = "SVI_MEMORY_BUDGET_GIB"
 TILE_CHUNK_WINDOWS = 256  # attention windows per chunk in tiles (model.attention_chunk_windows)
 # Peak RSS growth per pixel / (4 B x widest activation per pixel), chunked attention, tiny
