@@ -20,6 +20,8 @@ from svi_jax.data.image_io import DataError
 from svi_jax.nn.model import ProgressiveSIC
 from svi_jax.weights.export import save_exported_model
 
+TOLERANCE = 1e-5  # max |tiled - whole| of y (observed: 0.0 on XLA:CPU)
+
 
 @pytest.fixture(scope="module")
 def model_params():
@@ -89,10 +91,10 @@ def test_tiled_analysis_equals_whole_image(model_params, size, lengths, n_tiles)
     assert len(plan.rows) * len(plan.cols) == n_tiles
     y = banded.analysis_tiles(model, params, image, plan)
     assert y.shape == whole.shape
-    assert np.abs(y - whole).max() <= 1e-5
+    assert np.abs(y - whole).max() <= TOLERANCE
     # One halo row less: the kept rows next to a cut edge change (the halo is needed).
     short = _plan(dataclasses.replace(geometry, halo=geometry.halo - 1), whole.shape[:2], lengths)
-    assert np.abs(banded.analysis_tiles(model, params, image, short) - whole).max() > 1e-4
+    assert np.abs(banded.analysis_tiles(model, params, image, short) - whole).max() > TOLERANCE
 
 
 @pytest.mark.parametrize(
