@@ -41,7 +41,7 @@ DEFAULT_BUDGET_GIB = 3.0  # one g_a / g_s call (estimate); tiny at 24 MP peaks n
 BUDGET_ENV = "SVI_MEMORY_BUDGET_GIB"
 TILE_CHUNK_WINDOWS = 256  # attention windows per chunk in tiles (model.attention_chunk_windows)
 # Peak RSS growth per pixel / (4 B x widest activation per pixel), chunked attention, tiny
-# config at 2 and 4 MP: g_a 3.06, g_s 3.13 (paper: see PAPER_* in the README note). Rounded up.
+# config at 2 and 4 MP: g_a 3.06, g_s 3.13; paper config at 0.5 and 1 MP: g_a 2.97, g_s 3.1.
 ACTIVATION_FACTOR = 3.3
 LOGITS_FACTOR = 1.0  # unchunked: measured tiny g_a +950 B/px over chunked = 0.93 logits tensors
 OUTCONV_REACH_PX = 1  # g_s's final 3x3 conv (SPEC §2; an architecture constant, not a field)
