@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from svi_jax.codec import banded
 from svi_jax.codec import format as fmt
 from svi_jax.codec import integer_model
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
@@ -102,9 +103,8 @@ class Codec:
         h, w = image.shape[:2]
         if h < 1 or w < 1 or h * w > MAX_PIXELS:
             raise ValueError(f"cannot code a {h}x{w} image")
-        ph, pw = (-h) % DOWNSCALE_Z, (-w) % DOWNSCALE_Z
-        x = np.pad(image.astype(np.float32) / 255.0, ((0, ph), (0, pw), (0, 0)))
-        y, z = _analyze(self.model, self.params, jnp.asarray(x)[None], self.medians)
+        # zero-pads to a multiple of 64; row bands / tiles when the whole image is over budget
+        y, z = banded.analyze(self.model, self.params, image, self.medians, whole=_analyze)
         y, z = np.asarray(y), np.asarray(z)
         limit = 2.0**31 - 1
         if not (np.all(np.isfinite(y)) and np.all(np.isfinite(z))):
@@ -217,6 +217,7 @@ class Codec:
         level = self._check_header(stream, level)
         head = stream.header
         y_shape, z_shape = self.latent_shapes(head.height, head.width)
+        banded.check_synthesis(self.model, head.height, head.width)  # fail before decoding
         t0 = time.perf_counter()
         try:
             decoder = StreamDecoder(stream.z_segment.payload)
@@ -285,8 +286,8 @@ class Codec:
             raise ValueError("seed must be in 0..2**64-1")
         t0 = time.perf_counter()
         uniform = detail_uniform(seed, y_buf.shape)
-        image = _reconstruct(
-            self.model, self.params, jnp.asarray(y_buf), hyper, jnp.int32(level), uniform
+        image = banded.reconstruct(
+            self.model, self.params, y_buf, hyper, level, uniform, whole=_reconstruct
         )
         image = np.asarray(image)[: stream.header.height, : stream.header.width]
         _add(stats, "network_s", time.perf_counter() - t0)

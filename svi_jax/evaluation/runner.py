@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from svi_jax.codec import Codec, detail_uniform, truncate
+from svi_jax.codec import Codec, banded, detail_uniform, truncate
 from svi_jax.codec import format as fmt
 from svi_jax.evaluation.sources import Dataset, EvalInputError, ModelSource
 from svi_jax.forward import compose_level_latent, encode_latents, pad_to_multiple, sample_details
@@ -191,7 +191,9 @@ class _ImageEvaluator:
         for chunk, n in _chunks(pairs, self.synthesis_batch):
             levels = jnp.asarray([lvl for lvl, _ in chunk], jnp.int32)
             noise = uniforms[jnp.asarray([m for _, m in chunk])]
-            images = _synthesize(self.codec.model, self.codec.params, y_hat, hyper, levels, noise)
+            images = banded.synthesize_levels(  # tiles when the batch is over the memory budget
+                self.codec.model, self.codec.params, y_hat, hyper, levels, noise, _synthesize
+            )
             out.append(np.asarray(images)[:n])
         return np.concatenate(out)
 
