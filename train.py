@@ -19,7 +19,7 @@ from ml_collections import config_flags
 ROOT = pathlib.Path(__file__).resolve().parent
 config_flags.DEFINE_config_file(
     "config",
-    str(ROOT / "svi_jax" / "configs" / "tiny.py"),
+    str(ROOT / "svi_jax" / "configs" / "demo.py"),
     "Training config file.",
     lock_config=True,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -186,8 +187,66 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    """NaN in step 3 is noticed at the next host step (4) and reported as step 3 of 3-4."""
     _patch_loader(monkeypatch, at=2, mode="nan")  # step 3 sees a NaN batch
-    with pytest.raises(TrainingDivergedError, match="Last good checkpoint: .*checkpoints/2"):
-        train_and_evaluate(machinery_config(), tmp_path / "run")
+    cfg = machinery_config(log_every=4)  # host steps: 2 (checkpoint) and 4 (log)
+    with pytest.raises(TrainingDivergedError) as info:
+        train_and_evaluate(cfg, tmp_path / "run")
+    message = str(info.value)
+    assert "loss is nan at step 3 " in message and "steps 3-4" in message, message
+    assert re.search(r"Last good checkpoint: .*checkpoints/2$", message), message
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts == ["2"]
+
+
+class _BatchCounter:
+    """Wraps a loader; `count` is the number of batches (= steps) handed out so far."""
+
+    def __init__(self, loader):
+        self.loader, self.count = loader, 0
+
+    def __next__(self):
+        self.count += 1
+        return next(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def test_metrics_reach_the_host_only_at_host_steps(tmp_path, monkeypatch):
+    """Deterministic proxy for "no host sync per step": every device-to-host read (explicit
+    jax.device_get, or float/int/bool/np.asarray/item of a jax.Array) is recorded with the
+    number of steps dispatched so far; only log/checkpoint steps (3, 6) may read."""
+    counters, events = [], []
+    real_make_loader = loop.make_loader
+
+    def make_loader(*args, **kwargs):
+        counters.append(_BatchCounter(real_make_loader(*args, **kwargs)))
+        return counters[-1]
+
+    def recorded(fn):
+        def wrapper(*args, **kwargs):
+            events.append(counters[-1].count if counters else -1)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(loop, "make_loader", make_loader)
+    monkeypatch.setattr(jax, "device_get", recorded(jax.device_get))
+    array_type = type(jnp.zeros(()))
+    for name in ("__float__", "__int__", "__bool__", "__index__", "__array__", "item", "tolist"):
+        monkeypatch.setattr(array_type, name, recorded(getattr(array_type, name)))
+    cfg = machinery_config(num_steps=6, log_every=3, checkpoint_every=0)
+    train_and_evaluate(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    during_training = {e for e in events if 0 < e}
+    assert during_training and during_training <= {3, 6}, sorted(set(events))
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [3, 6]
+    assert all(r["steps_per_s"] > 0 and r["images_per_s"] == 2 * r["steps_per_s"] for r in train)
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+    train_and_evaluate(machinery_config(num_steps=3, profile_steps=1), tmp_path / "run")
+    assert list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
