@@ -1,9 +1,11 @@
 """Train progressive SIC: `python train.py [--config configs/<name>.py] [--workdir DIR]`.
 
-With no flags: configs/tiny.py on scikit-image's bundled photos in runs/tiny (a few minutes
-on a 2-core CPU). Override any config field from the command line, e.g.
+With no flags: configs/demo.py (the tiny model, a warming phase then the main phase) on
+scikit-image's bundled photos minus the held-out ones, in runs/tiny (runs/tiny/warming,
+runs/tiny/main, final export in runs/tiny/export). Override any config field, e.g.
     python train.py --config configs/paper.py --workdir runs/paper \
         --config.data.train=/data/train --config.data.val=/data/val --config.phase=main
+    python train.py --config.phase_overrides.warming.train.num_steps=600   # one phase only
 Re-running the same command resumes from the latest checkpoint in the workdir. Multi-host:
 pass --distributed on every host (jax.distributed.initialize reads the cluster from the
 environment).
@@ -41,6 +43,8 @@ def main(argv):
 
     result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
+        for phase, phase_result in result.get("phases", {}).items():
+            print(f"{phase}: step {phase_result['step']}: {phase_result['summary']}")
         print(f"checkpoints: {result['checkpoints']}")
         print(f"logs: {result['logs']}  (TensorBoard: {result['tensorboard']})")
         print(f"export: {result['export']}")

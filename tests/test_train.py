@@ -107,13 +107,15 @@ def test_bad_data_folder_raises_clear_error(tmp_path):
 
 
 def test_embedded_default_end_to_end(tmp_path):
-    """`python train.py` (the embedded default) with a reduced step count."""
+    """`python train.py` (the embedded default: warming then main) with reduced step counts."""
     workdir = tmp_path / "tiny"
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     args = ["--config.train.num_steps=3", "--config.train.checkpoint_every=2"]
     args += ["--config.train.image_every=3", "--config.train.eval_every=0"]
-    args += ["--config.train.log_every=1"]
+    args += ["--config.train.log_every=1", "--config.data.crop_size=64"]
+    args += ["--config.phase_overrides.warming.train.num_steps=2"]
+    args += ["--config.phase_overrides.warming.data.batch_size=2"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"--workdir={workdir}", *args],
         cwd=tmp_path,
@@ -124,21 +126,33 @@ def test_embedded_default_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "PSNR@1/8/16" in proc.stdout and "checkpoints:" in proc.stdout
-    assert proc.stderr.count("tracing the main step") == 1  # one compilation for all levels
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+    assert "warming: step 2:" in proc.stdout and "main: step 3:" in proc.stdout
+    # one compilation per phase for all levels; progress bars over both phases
+    assert proc.stderr.count("tracing the warming step") == 1
+    assert proc.stderr.count("tracing the main step") == 1
+    assert "warming 1/2" in proc.stderr and "main 2/2" in proc.stderr
+    main = workdir / "main"
+    assert sorted(p.name for p in (main / "checkpoints").iterdir() if p.name.isdigit()) == [
         "2",
         "3",
     ]
-    assert (workdir / "checkpoints" / "config.json").exists()
-    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
-    assert list((workdir / "images").glob("*.png"))
-    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert (main / "checkpoints" / "config.json").exists()
+    assert list((main / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((main / "images").glob("*.png"))
+    records = [json.loads(x) for x in (main / "metrics.jsonl").read_text().splitlines()]
     assert [r["level"] for r in records if r["split"] == "train"] == [16, 15, 14]
     assert {r["level"] for r in records if r["split"] == "val" and "level" in r} == set(
         range(1, 17)
     )
-    config, params, _ = load_exported_model(workdir)
-    assert config.phase == "main"
+    warming_config, _, _ = load_exported_model(workdir / "warming")
+    main_config, _, _ = load_exported_model(main)
+    assert warming_config.phase == "warming" and warming_config.train.num_steps == 2
+    assert main_config.phase == "main" and main_config.train.init_from == str(
+        workdir / "warming" / "export"
+    )
+    config, params, digest = load_exported_model(workdir)  # where eval.py looks by default
+    assert config.phase == "main" and digest == load_exported_model(main)[2]
+    assert digest != load_exported_model(workdir / "warming")[2]
 
 
 class _InterruptingLoader:

@@ -39,6 +39,7 @@ from svi_jax.weights.export import load_exported_model, save_exported_model
 logger = logging.getLogger(__name__)
 SUMMARY_LEVELS = (1, 8, 16)  # levels of the one-line summary
 CHECKED_METRICS = ("loss", "grad_norm")  # fetched steps with a non-finite value stop training
+MAX_IN_FLIGHT = 2  # steps dispatched ahead of the last finished one (waits, never copies)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -262,6 +263,8 @@ def train_phase(
             state, step_metrics = train_step(state, batch)
             step += 1
             pending.append((step, step_metrics))
+            if len(pending) > MAX_IN_FLIGHT:  # bounds queued batches; keeps the bar honest
+                jax.block_until_ready(pending[-1 - MAX_IN_FLIGHT][1]["loss"])
             profile.after_step(step, state)
             if not host_step(step):
                 continue
