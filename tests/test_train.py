@@ -42,9 +42,8 @@ def machinery_config(**train):
     cfg.model.analysis_depths = (1, 1, 1, 1)
     cfg.model.synthesis_depths = (1, 1, 1, 1)
     cfg.data.val_crop = 64
-    cfg.train.update(
-        num_steps=4, log_every=1, checkpoint_every=2, eval_every=-1, image_every=0, **train
-    )
+    fields = dict(num_steps=4, log_every=1, checkpoint_every=2, eval_every=-1, image_every=0)
+    cfg.train.update({**fields, **train})
     return cfg
 
 
@@ -207,7 +206,8 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError) as info:
         train_and_evaluate(cfg, tmp_path / "run")
     message = str(info.value)
-    assert "loss is nan at step 3 " in message and "steps 3-4" in message, message
+    assert message.startswith("loss is nan") and " at step 3 (level 14;" in message, message
+    assert "first non-finite step of steps 3-4" in message, message
     assert re.search(r"Last good checkpoint: .*checkpoints/2$", message), message
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts == ["2"]
