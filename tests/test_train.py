@@ -114,7 +114,6 @@ def test_embedded_default_end_to_end(tmp_path):
     args += ["--config.train.image_every=3", "--config.train.eval_every=0"]
     args += ["--config.train.log_every=1", "--config.data.crop_size=64"]
     args += ["--config.phase_overrides.warming.train.num_steps=2"]
-    args += ["--config.phase_overrides.warming.data.batch_size=2"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"--workdir={workdir}", *args],
         cwd=tmp_path,
