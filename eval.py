@@ -22,6 +22,22 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_WORKDIR = ROOT / "runs" / "tiny"
+FLAT_PSNR_DB = 0.1  # PSNR spread over the levels below which the latent is not being used
+
+
+def flat_curve_warning(levels: list[dict]) -> str | None:
+    """A warning when every evaluated level has the same PSNR (within FLAT_PSNR_DB): the
+    decoder's output does not depend on the transmitted latent (an untrained or collapsed
+    model), so the rate buys nothing. None for a working curve or fewer than two levels."""
+    psnr = [r["psnr"] for r in levels if isinstance(r.get("psnr"), float | int)]
+    psnr = [p for p in psnr if p == p and abs(p) != float("inf")]
+    if len(psnr) < 2 or max(psnr) - min(psnr) > FLAT_PSNR_DB:
+        return None
+    return (
+        f"warning: PSNR is {min(psnr):.2f}-{max(psnr):.2f} dB at all {len(psnr)} levels "
+        f"(within {FLAT_PSNR_DB} dB): the model ignores its latent (untrained or collapsed), "
+        "so more bits buy no quality"
+    )
 
 
 def parse_levels(text: str | None) -> tuple[int, ...] | None:
@@ -134,6 +150,9 @@ def main(argv=None) -> int:
             f"level {row['level']:2d}: {row['bpp']:.4f} bpp (est {row['bpp_est']:.4f})  "
             f"PSNR {row['psnr']:.2f}  LPIPS {row['lpips_alex']:.4f}  DISTS {row['dists']:.4f}"
         )
+    warning = flat_curve_warning(results["levels"])
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"results: {pathlib.Path(out) / 'results.json'}")
     return 0
 

@@ -1,9 +1,11 @@
 """Train progressive SIC: `python train.py [--config configs/<name>.py] [--workdir DIR]`.
 
-With no flags: configs/tiny.py on scikit-image's bundled photos in runs/tiny (a few minutes
-on a 2-core CPU). Override any config field from the command line, e.g.
+With no flags: configs/demo.py (the tiny model, a warming phase then the main phase) on
+scikit-image's bundled photos minus the held-out ones, in runs/tiny (runs/tiny/warming,
+runs/tiny/main, final export in runs/tiny/export). Override any config field, e.g.
     python train.py --config configs/paper.py --workdir runs/paper \
         --config.data.train=/data/train --config.data.val=/data/val --config.phase=main
+    python train.py --config.phase_overrides.warming.train.num_steps=600   # one phase only
 Re-running the same command resumes from the newest intact checkpoint in the workdir (a
 damaged one is skipped with a warning). Every input (folders, images, flags, checkpoints) is
 checked before the first step; images are read with their EXIF orientation applied (as
@@ -22,7 +24,7 @@ from ml_collections import config_flags
 ROOT = pathlib.Path(__file__).resolve().parent
 config_flags.DEFINE_config_file(
     "config",
-    str(ROOT / "svi_jax" / "configs" / "tiny.py"),
+    str(ROOT / "svi_jax" / "configs" / "demo.py"),
     "Training config file.",
     lock_config=True,
 )
@@ -46,6 +48,8 @@ def main(argv):
     with fail_in_one_line("train.py", training_errors()):
         result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
+        for phase, phase_result in result.get("phases", {}).items():
+            print(f"{phase}: step {phase_result['step']}: {phase_result['summary']}")
         print(f"checkpoints: {result['checkpoints']}")
         print(f"logs: {result['logs']}  (TensorBoard: {result['tensorboard']})")
         print(f"export: {result['export']}")

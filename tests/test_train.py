@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,8 @@ def machinery_config(**train):
     cfg.model.analysis_depths = (1, 1, 1, 1)
     cfg.model.synthesis_depths = (1, 1, 1, 1)
     cfg.data.val_crop = 64
-    cfg.train.update(
-        num_steps=4, log_every=1, checkpoint_every=2, eval_every=-1, image_every=0, **train
-    )
+    fields = dict(num_steps=4, log_every=1, checkpoint_every=2, eval_every=-1, image_every=0)
+    cfg.train.update({**fields, **train})
     return cfg
 
 
@@ -106,13 +106,14 @@ def test_bad_data_folder_raises_clear_error(tmp_path):
 
 
 def test_embedded_default_end_to_end(tmp_path):
-    """`python train.py` (the embedded default) with a reduced step count."""
+    """`python train.py` (the embedded default: warming then main) with reduced step counts."""
     workdir = tmp_path / "tiny"
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     args = ["--config.train.num_steps=3", "--config.train.checkpoint_every=2"]
     args += ["--config.train.image_every=3", "--config.train.eval_every=0"]
-    args += ["--config.train.log_every=1"]
+    args += ["--config.train.log_every=1", "--config.data.crop_size=64"]
+    args += ["--config.phase_overrides.warming.train.num_steps=2"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"--workdir={workdir}", *args],
         cwd=tmp_path,
@@ -123,21 +124,33 @@ def test_embedded_default_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "PSNR@1/8/16" in proc.stdout and "checkpoints:" in proc.stdout
-    assert proc.stderr.count("tracing the main step") == 1  # one compilation for all levels
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+    assert "warming: step 2:" in proc.stdout and "main: step 3:" in proc.stdout
+    # one compilation per phase for all levels; progress bars over both phases
+    assert proc.stderr.count("tracing the warming step") == 1
+    assert proc.stderr.count("tracing the main step") == 1
+    assert "warming 1/2" in proc.stderr and "main 2/2" in proc.stderr
+    main = workdir / "main"
+    assert sorted(p.name for p in (main / "checkpoints").iterdir() if p.name.isdigit()) == [
         "2",
         "3",
     ]
-    assert (workdir / "checkpoints" / "config.json").exists()
-    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
-    assert list((workdir / "images").glob("*.png"))
-    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert (main / "checkpoints" / "config.json").exists()
+    assert list((main / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((main / "images").glob("*.png"))
+    records = [json.loads(x) for x in (main / "metrics.jsonl").read_text().splitlines()]
     assert [r["level"] for r in records if r["split"] == "train"] == [16, 15, 14]
     assert {r["level"] for r in records if r["split"] == "val" and "level" in r} == set(
         range(1, 17)
     )
-    config, params, _ = load_exported_model(workdir)
-    assert config.phase == "main"
+    warming_config, _, _ = load_exported_model(workdir / "warming")
+    main_config, _, _ = load_exported_model(main)
+    assert warming_config.phase == "warming" and warming_config.train.num_steps == 2
+    assert main_config.phase == "main" and main_config.train.init_from == str(
+        workdir / "warming" / "export"
+    )
+    config, params, digest = load_exported_model(workdir)  # where eval.py looks by default
+    assert config.phase == "main" and digest == load_exported_model(main)[2]
+    assert digest != load_exported_model(workdir / "warming")[2]
 
 
 class _InterruptingLoader:
@@ -186,8 +199,67 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    """NaN in step 3 is noticed at the next host step (4) and reported as step 3 of 3-4."""
     _patch_loader(monkeypatch, at=2, mode="nan")  # step 3 sees a NaN batch
-    with pytest.raises(TrainingDivergedError, match="Last good checkpoint: .*checkpoints/2"):
-        train_and_evaluate(machinery_config(), tmp_path / "run")
+    cfg = machinery_config(log_every=4)  # host steps: 2 (checkpoint) and 4 (log)
+    with pytest.raises(TrainingDivergedError) as info:
+        train_and_evaluate(cfg, tmp_path / "run")
+    message = str(info.value)
+    assert message.startswith("loss is nan") and " at step 3 (level 14;" in message, message
+    assert "first non-finite step of steps 3-4" in message, message
+    assert re.search(r"Last good checkpoint: .*checkpoints/2$", message), message
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts == ["2"]
+
+
+class _BatchCounter:
+    """Wraps a loader; `count` is the number of batches (= steps) handed out so far."""
+
+    def __init__(self, loader):
+        self.loader, self.count = loader, 0
+
+    def __next__(self):
+        self.count += 1
+        return next(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def test_metrics_reach_the_host_only_at_host_steps(tmp_path, monkeypatch):
+    """Deterministic proxy for "no host sync per step": every device-to-host read (explicit
+    jax.device_get, or float/int/bool/np.asarray/item of a jax.Array) is recorded with the
+    number of steps dispatched so far; only log/checkpoint steps (3, 6) may read."""
+    counters, events = [], []
+    real_make_loader = loop.make_loader
+
+    def make_loader(*args, **kwargs):
+        counters.append(_BatchCounter(real_make_loader(*args, **kwargs)))
+        return counters[-1]
+
+    def recorded(fn):
+        def wrapper(*args, **kwargs):
+            events.append(counters[-1].count if counters else -1)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(loop, "make_loader", make_loader)
+    monkeypatch.setattr(jax, "device_get", recorded(jax.device_get))
+    array_type = type(jnp.zeros(()))
+    for name in ("__float__", "__int__", "__bool__", "__index__", "__array__", "item", "tolist"):
+        monkeypatch.setattr(array_type, name, recorded(getattr(array_type, name)))
+    cfg = machinery_config(num_steps=6, log_every=3, checkpoint_every=0)
+    train_and_evaluate(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    during_training = {e for e in events if 0 < e}
+    assert during_training and during_training <= {3, 6}, sorted(set(events))
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [3, 6]
+    assert all(r["steps_per_s"] > 0 and r["images_per_s"] == 2 * r["steps_per_s"] for r in train)
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+    train_and_evaluate(machinery_config(num_steps=3, profile_steps=1), tmp_path / "run")
+    assert list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))

@@ -36,7 +36,11 @@ def base_config() -> ml_collections.ConfigDict:
     l.balance_chunk_weight = 4.0  # weight of -bpp_{slice l} when balance_rate
     l.lpips_dropout = False  # official train-mode LPIPS (Dropout p=0.5 on the heads)
 
-    config.phase = "main"  # "warming" | "main" | "gan" (SPEC §4); each phase has its own workdir
+    config.phase = "main"  # "warming" | "main" | "gan" (SPEC §4), or a sequence run in order in
+    # one train.py, e.g. "warming,main": each phase in workdir/<phase>, starting from the
+    # previous one's export; the last export is copied to workdir/export
+    config.phase_overrides = ml_collections.ConfigDict()  # <phase>.<section>.<field>: values
+    # used only while that phase runs, e.g. phase_overrides.warming.train.num_steps
     config.seed = 0  # init, data order/crops and training noise (per step: fold_in(rng, step))
 
     config.data = d = ml_collections.ConfigDict()
@@ -61,9 +65,13 @@ def base_config() -> ml_collections.ConfigDict:
     t.image_levels = (1, 8, 16)  # levels shown in the PNG grids
     t.balance_rate_steps = 0  # with loss.balance_rate: add it for the first N steps (0 = all)
     t.init_from = ""  # workdir (or export dir) of the previous phase to start from
+    t.output_bias_init = -1.0  # >= 0: g_s's output conv bias at a fresh init (-1: PyTorch's
+    # default, official); 0.45 (about the mean of photos) avoids the early collapse (demo.py)
+    t.profile_steps = 0  # jax.profiler trace of this many steps after the first, in workdir/profile
 
     config.optim = o = ml_collections.ConfigDict()
     o.lr = 1e-4  # AdamW learning rate of the model (main and GAN phases)
+    o.warmup_steps = 0  # linear learning-rate warm-up from lr/warmup_steps (0 = off, official)
     o.b1 = 0.9  # Adam beta1
     o.b2 = 0.999  # Adam beta2
     o.eps = 1e-8  # Adam epsilon

@@ -264,8 +264,9 @@ SKIMAGE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "motorcycle": _skimage_loader("stereo_motorcycle", 0),  # 500x741, left view
     "rocket": _skimage_loader("rocket"),  # 427x640
 }
-# Held out by `write_skimage_split` for validation; the rest are for training.
-SKIMAGE_VALIDATION_PHOTOS = ("astronaut",)
+# The default split, shared by train.py and eval.py: held out by `write_skimage_split` for
+# validation and the default data of eval.py; training sees only the other three.
+SKIMAGE_VALIDATION_PHOTOS = ("astronaut", "coffee", "rocket")
 
 
 def skimage_photos(names: Sequence[str] | None = None) -> list[tuple[str, np.ndarray]]:

@@ -52,6 +52,21 @@ def _title(results: dict) -> str:
     return f"{source} ({results['dataset']['num_images']} images)"
 
 
+# Least y margin around the data, per metric: a curve that is flat within noise must look flat,
+# not fill the axis (e.g. PSNR 12.41-12.44 dB over 16 levels is a model that ignores its latent).
+Y_MARGIN = {"psnr": 0.5, "ms_ssim_db": 0.5, "ms_ssim": 0.01, "lpips_alex": 0.01, "lpips_vgg": 0.01}
+Y_MARGIN_DEFAULT = 0.01  # other metrics (DISTS, FID, KID): at least this, in their own units
+
+
+def y_limits(metric: str, values) -> tuple[float, float]:
+    """(bottom, top) of the y-axis: the data range widened so that the axis reaches at least
+    Y_MARGIN[metric] below the lowest and above the highest point (PSNR: 0.5 dB), and 5% of
+    the range beyond both ends otherwise (matplotlib's own margin)."""
+    lo, hi = min(values), max(values)
+    pad = max(Y_MARGIN.get(metric, Y_MARGIN_DEFAULT), 0.05 * (hi - lo))
+    return lo - pad, hi + pad
+
+
 def _finite(xs, ys):
     pts = [(x, y) for x, y in zip(xs, ys, strict=False) if _ok(x) and _ok(y)]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -62,17 +77,31 @@ def _ok(v) -> bool:
 
 
 def plot_metric(results: dict, metric: str, compare: list[dict], path) -> pathlib.Path | None:
+    fig = metric_figure(results, metric, compare)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue())
+
+
+def metric_figure(results: dict, metric: str, compare: list[dict]):
+    """The matplotlib figure of one metric against real bpp, or None without finite values."""
     rows = results["levels"]
     xs, ys = _finite([r["bpp"] for r in rows], [r.get(metric) for r in rows])
     if not ys:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
     ax.plot(xs, ys, "o-", label=f"{results['name']} (real bpp)")
+    shown = list(ys)
     spread = [r.get(f"{metric}_sample_std") for r in rows]
     if any(_ok(s) for s in spread):  # M > 1: ±1 std over the detail samples (the synset)
         pts = [(r["bpp"], r[metric], s) for r, s in zip(rows, spread, strict=True)]
         pts = [p for p in pts if _ok(p[0]) and _ok(p[1]) and _ok(p[2])]
         ax.errorbar(*zip(*pts, strict=True), fmt="none", ecolor="C0", alpha=0.5, capsize=2)
+        shown += [y + d for _, y, s in pts for d in (-s, s)]
     xe, ye = _finite([r["bpp_est"] for r in rows], [r.get(metric) for r in rows])
     ax.plot(xe, ye, "--", color="gray", alpha=0.7, label="same, estimated bpp")
     for row in rows:
@@ -85,16 +114,14 @@ def plot_metric(results: dict, metric: str, compare: list[dict], path) -> pathli
         cx, cy = _finite(ref["curve"]["bpp"], ref["curve"].get(metric, []))
         if cy:
             ax.plot(cx, cy, "s-", markersize=3, label=ref["name"])
+            shown += cy
+    ax.set_ylim(*y_limits(metric, shown))
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel(_label(metric))
     ax.set_title(_title(results))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return write_atomic(path, buf.getvalue())
+    return fig
 
 
 def plot_results(results: dict, out_dir, compare_paths=()) -> list[pathlib.Path]:

@@ -1,10 +1,23 @@
-"""`train_and_evaluate(config, workdir)`: the training loop shared by all three phases."""
+"""`train_and_evaluate(config, workdir)`: the training loop shared by all three phases.
+
+`config.phase` names one phase ("warming" | "main" | "gan") or a comma-separated sequence
+(e.g. "warming,main", the official order): each phase then runs in `workdir/<phase>`, starts
+from the previous phase's export, and the last phase's export is copied to `workdir/export`.
+`config.phase_overrides.<phase>` holds fields (same layout as the config) applied only while
+that phase runs, so `--config.phase_overrides.warming.train.num_steps=300` tunes one phase.
+
+The loop keeps the step's metrics on the device and fetches them only at host steps (log,
+checkpoint, validation, image and the last step): asynchronous dispatch stays ahead of the
+device between them. NaN/Inf is checked on every fetched step, so a divergence is reported
+with its exact step even when it is noticed a few steps later.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import pathlib
+import time
 
 import jax
 import ml_collections
@@ -25,10 +38,76 @@ from svi_jax.weights.export import load_exported_model, save_exported_model
 
 logger = logging.getLogger(__name__)
 SUMMARY_LEVELS = (1, 8, 16)  # levels of the one-line summary
+CHECKED_METRICS = ("loss", "grad_norm")  # fetched steps with a non-finite value stop training
+MAX_IN_FLIGHT = 2  # steps dispatched ahead of the last finished one (waits, never copies)
 
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is left intact."""
+
+
+def phase_sequence(phase: str) -> tuple[str, ...]:
+    """ "warming,main" -> ("warming", "main"); every name must be one of steps.PHASES."""
+    names = tuple(p.strip() for p in str(phase).split(",") if p.strip())
+    bad = [p for p in names if p not in steps.PHASES]
+    if not names or bad:
+        raise ValueError(f"config.phase must name phases of {steps.PHASES}, got {phase!r}")
+    return names
+
+
+def phase_config(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:
+    """`config` for one phase: `phase` set and `config.phase_overrides.<phase>` applied."""
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.phase = phase
+    overrides = config.get("phase_overrides", {}).get(phase)
+    if overrides:
+        flat = {}
+
+        def walk(prefix, node):
+            for key, value in node.items():
+                if isinstance(value, dict | ml_collections.ConfigDict):
+                    walk(f"{prefix}{key}.", value)
+                else:
+                    flat[f"{prefix}{key}"] = value
+
+        walk("", overrides)
+        cfg.update_from_flattened_dict(flat)
+    return cfg
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+    """Trains the phase(s) of `config.phase` in `workdir`, resuming each from its latest
+    checkpoint if any.
+
+    Returns {"step", "summary", "val", "checkpoints", "logs", "tensorboard", "export",
+    "trace_counts"} of the last phase (plus "phases": every phase's result, when several).
+    """
+    phases = phase_sequence(config.phase)
+    workdir = pathlib.Path(workdir).resolve()
+    if len(phases) == 1:
+        return train_phase(phase_config(config, phases[0]), workdir)
+    results, previous = {}, None
+    for i, phase in enumerate(phases):
+        cfg = phase_config(config, phase)
+        if previous is not None and not config.phase_overrides.get(phase, {}).get("train", {}).get(
+            "init_from"
+        ):
+            cfg.train.init_from = previous
+        label = f"{phase} {i + 1}/{len(phases)}"
+        results[phase] = train_phase(cfg, workdir / phase, label=label)
+        previous = results[phase]["export"]
+    if jax.process_index() == 0:  # the final model where eval.py and the codec look for it
+        final_config, params, _ = load_exported_model(previous)
+        save_exported_model(
+            workdir / "export",
+            final_config,
+            params,
+            step=results[phases[-1]]["step"],
+            phase=phases[-1],
+            phases=list(phases),
+            source=str(pathlib.Path(previous).relative_to(workdir)),
+        )
+    return dict(results[phases[-1]], export=str(workdir / "export"), phases=results)
 
 
 def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
@@ -63,10 +142,43 @@ def _summary(val: dict) -> str:
     return f"val loss {val['loss']:.4g} | bpp@1/8/16 {bpp} | PSNR@1/8/16 {ps} dB"
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Trains `config.phase` in `workdir`, resuming from its latest checkpoint if any.
+def check_finite(fetched: list[tuple[int, dict]], checkpoint_dir, last_checkpoint) -> None:
+    """Raises TrainingDivergedError naming the first step (of the fetched range) whose loss
+    or gradient norm is NaN/Inf; `fetched` is [(step, host metrics)] in step order."""
+    for step, metrics in fetched:
+        bad = {k: metrics[k] for k in CHECKED_METRICS if k in metrics}
+        bad = {k: v for k, v in bad.items() if not math.isfinite(float(v))}
+        if bad:
+            first, last = fetched[0][0], fetched[-1][0]
+            what = ", ".join(f"{k} is {float(v)}" for k, v in bad.items())
+            where = "none" if last_checkpoint is None else checkpoint_dir / str(last_checkpoint)
+            raise TrainingDivergedError(
+                f"{what} at step {step} (level {int(metrics['level'])}; first non-finite "
+                f"step of steps {first}-{last}, checked at step {last}); stopped. "
+                f"Last good checkpoint: {where}"
+            )
 
-    Returns {"step", "summary", "val", "checkpoints", "logs", "export"}.
+
+class _Throughput:
+    """Steps/s and images/s between host syncs (the first interval holds the compilation)."""
+
+    def __init__(self, step: int, batch: int):
+        self.step, self.time, self.batch = step, time.perf_counter(), batch
+
+    def __call__(self, step: int) -> dict:
+        now = time.perf_counter()
+        rate = (step - self.step) / max(now - self.time, 1e-9)
+        self.step, self.time = step, now
+        return {"steps_per_s": rate, "images_per_s": rate * self.batch}
+
+
+def train_phase(
+    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, label: str | None = None
+) -> dict:
+    """Trains the single phase `config.phase` in `workdir` (resuming it if checkpointed).
+
+    Returns {"step", "summary", "val", "checkpoints", "logs", "tensorboard", "export",
+    "trace_counts"}.
     """
     workdir = pathlib.Path(workdir).resolve()
     preflight.check_run(config, workdir)  # every input, before anything is written
@@ -123,35 +235,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     def every(n: int, step: int) -> bool:
         return (n > 0 and step % n == 0) or step == t.num_steps
 
-    start = int(jax.device_get(state["step"]))
+    def host_step(step: int) -> bool:  # steps whose work needs the metrics on the host
+        return (
+            every(t.log_every, step)
+            or every(t.checkpoint_every, step)
+            or (t.eval_every >= 0 and every(t.eval_every, step))
+            or (t.image_every > 0 and every(t.image_every, step))
+        )
+
+    start = latest if latest is not None else 0  # the step counter stays on the device
     val, metrics, step = None, {"loss": float("nan")}, start
+    pending: list[tuple[int, dict]] = []  # (step, on-device metrics) since the last fetch
+    throughput = _Throughput(start, global_batch)
+    profile = _Profile(workdir / "profile", int(t.get("profile_steps", 0)), start)
     bar = tqdm(
         range(start, t.num_steps),
         initial=start,
         total=t.num_steps,
         disable=not primary,
-        desc=config.phase,
+        desc=label or config.phase,
         unit="step",
     )
     try:
         for _ in bar:
             batch = jax.make_array_from_process_local_data(batch_sharding, next(loader))
-            state, metrics = train_step(state, batch)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            step = int(jax.device_get(state["step"]))
-            if not math.isfinite(metrics["loss"]):
-                last = ckpt.latest_step()
-                raise TrainingDivergedError(
-                    f"loss is {metrics['loss']} at step {step - 1} (level "
-                    f"{int(metrics['level'])}); stopped. Last good checkpoint: "
-                    f"{'none' if last is None else ckpt.directory / str(last)}"
-                )
+            state, step_metrics = train_step(state, batch)
+            step += 1
+            pending.append((step, step_metrics))
+            if len(pending) > MAX_IN_FLIGHT:  # bounds queued batches; keeps the bar honest
+                jax.block_until_ready(pending[-1 - MAX_IN_FLIGHT][1]["loss"])
+            profile.after_step(step, state)
+            if not host_step(step):
+                continue
+            fetched, pending = jax.device_get(pending), []
+            check_finite(fetched, ckpt.directory, ckpt.latest_step())
+            metrics = {k: float(v) for k, v in fetched[-1][1].items()}
+            metrics.update(throughput(step))
             psnr_key = "psnr_level" if "psnr_level" in metrics else "psnr_syntactic"
             bar.set_postfix(
                 loss=f"{metrics['loss']:.4g}",
                 bpp=f"{metrics['bpp']:.3f}",
                 psnr=f"{metrics[psnr_key]:.2f}",
                 level=int(metrics["level"]),
+                it_s=f"{metrics['steps_per_s']:.2f}",
             )
             if every(t.log_every, step):
                 writer.write(step, "train", metrics, level=int(metrics["level"]))
@@ -167,14 +293,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 ckpt.save(step, state, _grain_iterator(loader), val_loss=loss)
                 if validate and ckpt.best_step() == step:
                     export(step, val_loss=val["loss"], best=True)
-            if t.image_every > 0 and (step % t.image_every == 0 or step == t.num_steps) and primary:
+            if t.image_every > 0 and every(t.image_every, step) and primary:
                 original, recons = validator.reconstructions(state["params"], t.image_levels)
                 save_image_grid(workdir / "images" / f"step_{step:07d}.png", original, recons)
-        step = int(jax.device_get(state["step"]))
+            throughput.step, throughput.time = step, time.perf_counter()  # not the host work
         if val is None and t.eval_every >= 0:  # e.g. resumed after the last step
             val = validator.run(state["params"])
         export(step, val_loss=val["loss"] if val else None, final=True)
     finally:
+        profile.stop()
         bar.close()
         writer.close()
         ckpt.close()
@@ -196,3 +323,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 def _grain_iterator(loader):
     """The grain iterator behind `loader` (saved by grain's orbax handler), or None."""
     return getattr(loader, "iterator", None)
+
+
+class _Profile:
+    """jax.profiler trace of `num_steps` steps after the first one (which compiles) into
+    `directory` (view with TensorBoard's profile plugin or Perfetto); 0 steps: off."""
+
+    def __init__(self, directory: pathlib.Path, num_steps: int, start: int):
+        self.directory, self.first, self.last = directory, start + 1, start + 1 + num_steps
+        self.enabled, self.active = num_steps > 0, False
+
+    def after_step(self, step: int, state) -> None:
+        if not self.enabled:
+            return
+        if step == self.first:
+            jax.block_until_ready(state)  # the trace starts after the compilation
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+        elif step == self.last:
+            jax.block_until_ready(state)
+            self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            self.active = False
+            jax.profiler.stop_trace()
+            logger.info("profiler trace written to %s", self.directory)
+

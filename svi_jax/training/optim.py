@@ -40,11 +40,22 @@ def _clipped(clip_norm: float, tx: optax.GradientTransformation) -> optax.Gradie
     return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm > 0 else tx
 
 
+def learning_rate(lr: float, warmup_steps: int):
+    """`lr`, or a linear warm-up from lr / warmup_steps to lr over the first `warmup_steps`
+    optimizer steps, then constant (not in the official recipe: the demo config uses it)."""
+    if warmup_steps <= 0:
+        return lr
+    return optax.linear_schedule(lr / warmup_steps, lr, warmup_steps)
+
+
 def model_optimizer(config: ml_collections.ConfigDict, phase: str):
     o = config.optim
+    warmup = int(o.get("warmup_steps", 0))
     if phase == "warming":
-        return _clipped(o.warming_clip_norm, optax.adam(o.warming_lr, o.b1, o.b2, o.eps))
-    adamw = optax.adamw(o.lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
+        adam = optax.adam(learning_rate(o.warming_lr, warmup), o.b1, o.b2, o.eps)
+        return _clipped(o.warming_clip_norm, adam)
+    lr = learning_rate(o.lr, warmup)
+    adamw = optax.adamw(lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
     return _clipped(o.clip_norm, adamw)
 
 

@@ -55,6 +55,9 @@ def init_state(config, model: ProgressiveSIC, rng: jax.Array, params=None) -> di
     init_rng, disc_rng, train_rng = jax.random.split(rng, 3)
     if params is None:
         params = init_params(model, init_rng)
+        bias = float(config.train.get("output_bias_init", -1.0))
+        if bias >= 0:
+            params = with_output_bias(params, bias)
     tx, _ = optim.make_optimizer(config, params, phase)
     state = {
         "step": jnp.zeros((), jnp.int32),
@@ -77,6 +80,14 @@ def init_state(config, model: ProgressiveSIC, rng: jax.Array, params=None) -> di
             "opt_state": optim.discriminator_optimizer(config).init(variables["params"]),
         }
     return state
+
+
+def with_output_bias(params: dict, value: float) -> dict:
+    """`params` with g_s's last conv bias set to `value` (the demo's init; official: PyTorch's
+    default uniform init, which starts x_hat near 0 with about half its pixels clipped)."""
+    outconv = params["gs"]["outconv"]
+    gs = dict(params["gs"], outconv=dict(outconv, bias=jnp.full_like(outconv["bias"], value)))
+    return dict(params, gs=gs)
 
 
 def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
