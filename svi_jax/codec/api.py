@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from svi_jax.codec import banded
+from svi_jax.codec import banded, integer_model
 from svi_jax.codec import format as fmt
-from svi_jax.codec import integer_model
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
 from svi_jax.codec.tables import FRAC_BITS, z_medians
 from svi_jax.codec.wavefront import decode_slice, get_schedule
