@@ -349,4 +349,3 @@ class _Profile:
             self.active = False
             jax.profiler.stop_trace()
             logger.info("profiler trace written to %s", self.directory)
-
