@@ -207,6 +207,7 @@ def train_phase(
     init = lambda params=None: steps.init_state(config, model, rng, params)
     abstract = abstract_like(jax.eval_shape(init), replicated)
     resumed = ckpt.restore_newest_intact(abstract, _grain_iterator(loader))
+    latest = None
     if resumed is not None:
         state, latest = resumed
         logger.info("resumed from %s at step %d", ckpt.directory, latest)
