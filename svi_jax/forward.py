@@ -154,9 +154,14 @@ def train_forward(
     level: jax.Array,
     noise: TrainNoise,
     reencode: bool = True,
+    remat_samples: bool = True,
 ) -> dict:
     """Training forward at `level` with M = noise.detail.shape[0] // B detail samples.
 
+    The 1 + M decodes (the syntactic ŷ, then the M level-l latents) and their re-encodings run
+    one after the other in a `lax.scan` (`decode_samples`): the graph holds one g_s and one g_a
+    for all of them, and with `remat_samples` (the default) backprop keeps only each sample's
+    inputs, recomputing its decode, so peak memory does not grow with M.
     Returns a dict of tensors and scalars named as in the official `forward`.
     """
     apply = bound_apply(model, params)
@@ -175,11 +180,20 @@ def train_forward(
     y_samples = compose_level_latent(
         jnp.tile(lat.y_hat, (num_samples, 1, 1, 1)), details, level, width
     )
-    x_all = apply(ProgressiveSIC.synthesis, jnp.concatenate([lat.y_hat, y_samples], axis=0))
+    # Sample 0 is the syntactic ŷ: its synonym term covers all channels, its sample term none.
+    latents = jnp.concatenate([lat.y_hat, y_samples]).reshape(1 + num_samples, *lat.y.shape)
+    sampled = jnp.concatenate([jnp.zeros_like(lat.y_hat), details])
+    sampled = sampled.reshape(1 + num_samples, *lat.y.shape)
+    transmitted = jnp.concatenate(
+        [jnp.full((1,), c), jnp.full((num_samples,), width * jnp.asarray(level))]
+    )
+    dec = decode_samples(
+        model, params, lat.y_hat, latents, sampled, transmitted, reencode, remat_samples
+    )
     out = {
         "latents": lat,
-        "x_hat_syn": x_all[:b],
-        "x_hat_samples": x_all[b:],
+        "x_hat_syn": dec.x_hat[0],
+        "x_hat_samples": dec.x_hat[1:].reshape(num_samples * b, *x.shape[1:]),
         "y_hat_samples": details,
         "rates": rates,
         "y_likelihoods": y_lik,
@@ -187,33 +201,55 @@ def train_forward(
         "z_likelihoods": z_lik,
     }
     if reencode:
-        y_dis = apply(ProgressiveSIC.analysis, x_all)
-        out.update(_distances(lat.y_hat, details, y_dis, b, level, width))
+        # SPEC §3.8: means over the 1 + M terms (the syntactic sample term is 0)
+        out["synonym_distance"] = jnp.mean(dec.synonym)
+        out["sample_distance"] = jnp.mean(dec.sample)
     return out
 
 
-def _per_sample_distances(y_hat, details, y_dis_samples, level, width):
-    """Per detail sample m: MSE of the transmitted channels (synonym) and of the sampled
-    channels (sample) between the latent that was decoded and its re-encoding."""
-    b, c = y_hat.shape[0], y_hat.shape[-1]
-    sem = channel_mask(c, level, width)
-    n_sem = width * jnp.asarray(level)
-    syn, smp = [], []
-    for m in range(details.shape[0] // b):
-        rows = slice(b * m, b * (m + 1))
-        syn.append(masked_mse(y_hat, y_dis_samples[rows], sem, n_sem))
-        smp.append(masked_mse(details[rows], y_dis_samples[rows], ~sem, c - n_sem))
-    return syn, smp
+class DecodedSamples(NamedTuple):
+    x_hat: jax.Array  # (K, B, H, W, 3) g_s of each latent, clamped to [0, 1]
+    synonym: jax.Array  # (K,) MSE of the transmitted channels: ŷ vs g_a(x̂_k)
+    sample: jax.Array  # (K,) MSE of the sampled channels: sampled_k vs g_a(x̂_k)
 
 
-def _distances(y_hat, details, y_dis, b, level, width):
-    """synonym_distance and sample_distance (SPEC §3.8): means over 1 + M terms, the first
-    for the syntactic reconstruction (all channels; sample term 0)."""
-    syn, smp = _per_sample_distances(y_hat, details, y_dis[b:], level, width)
-    return {
-        "synonym_distance": jnp.mean(jnp.stack([jnp.mean((y_hat - y_dis[:b]) ** 2), *syn])),
-        "sample_distance": jnp.mean(jnp.stack([jnp.zeros(()), *smp])),
-    }
+def decode_samples(
+    model: ProgressiveSIC,
+    params: dict,
+    y_hat: jax.Array,
+    latents: jax.Array,
+    sampled: jax.Array,
+    transmitted: jax.Array,
+    reencode: bool = True,
+    remat: bool = True,
+) -> DecodedSamples:
+    """Decode K latents and re-encode the images, one latent per `lax.scan` iteration.
+
+    y_hat (B, h, w, C): the transmitted latent; latents, sampled (K, B, h, w, C): the decoded
+    latents and the detail values they hold; transmitted (K,) int: channels [0, transmitted_k)
+    come from y_hat (SPEC §3.8's synonym distance), the others were sampled (sample distance;
+    0 when none). `remat` wraps the iteration in jax.checkpoint: backprop stores only its
+    inputs and recomputes its activations, so memory is one sample's whatever K (the cost is
+    one more forward of g_s and g_a per sample). Without `reencode` the distances are 0.
+    """
+    apply = bound_apply(model, params)
+    c = y_hat.shape[-1]
+
+    def one(_, xs):
+        latent, sample_k, n_sem = xs
+        x_hat = apply(ProgressiveSIC.synthesis, latent)
+        if not reencode:
+            return None, (x_hat, jnp.zeros(()), jnp.zeros(()))
+        y_dis = apply(ProgressiveSIC.analysis, x_hat)
+        sem = jnp.arange(c) < n_sem
+        syn = masked_mse(y_hat, y_dis, sem, n_sem)
+        smp = masked_mse(sample_k, y_dis, ~sem, c - n_sem)
+        return None, (x_hat, syn, smp)
+
+    if remat:
+        one = jax.checkpoint(one, prevent_cse=False)  # prevent_cse is moot inside scan
+    _, out = jax.lax.scan(one, None, (latents, sampled, transmitted))
+    return DecodedSamples(*out)
 
 
 def test_forward(
@@ -228,6 +264,7 @@ def test_forward(
 
     detail_uniform: U[0, 1) of shape (M*B, h, w, C). `num_pixels` defaults to H*W of `x`; give
     the unpadded area when x was padded (the official code divides by the padded area: a bug).
+    The M decodes run in one `lax.scan` (`decode_samples`).
     """
     apply = bound_apply(model, params)
     b, h, w, _ = x.shape
@@ -243,18 +280,20 @@ def test_forward(
     y_samples = compose_level_latent(
         jnp.tile(lat.y_hat, (num_samples, 1, 1, 1)), details, level, width
     )
-    x_hat = apply(ProgressiveSIC.synthesis, y_samples)
-    y_dis = apply(ProgressiveSIC.analysis, x_hat)
-    syn, smp = _per_sample_distances(lat.y_hat, details, y_dis, level, width)
+    stacked = (num_samples, *lat.y.shape)
+    transmitted = jnp.full((num_samples,), width * jnp.asarray(level))
+    dec = decode_samples(
+        model, params, lat.y_hat, y_samples.reshape(stacked), details.reshape(stacked), transmitted
+    )
     return {
         "latents": lat,
-        "x_hat": x_hat,
+        "x_hat": dec.x_hat.reshape(num_samples * b, *x.shape[1:]),
         "y_hat_samples": details,
         "rates": rates,
         "y_likelihoods_round": y_lik_round,
         "z_likelihoods": z_lik,
-        "synonym_distance": jnp.mean(jnp.stack(syn)),
-        "sample_distance": jnp.mean(jnp.stack(smp)),
+        "synonym_distance": jnp.mean(dec.synonym),
+        "sample_distance": jnp.mean(dec.sample),
     }
 
 

@@ -189,6 +189,12 @@ def test_import_reports_missing_extra_and_misshaped_keys(tiny_model):
     del missing["gs.outconv.weight"]
     with pytest.raises(svi_jax.CheckpointImportError, match="missing key gs.outconv.weight"):
         svi_jax.import_official_state_dict(model, missing)
+    one_block = dict(state)  # Swin blocks are stacked per stage: each block's keys still count
+    del one_block["gs.layers.0.blocks.2.attn.qkv.weight"]
+    with pytest.raises(svi_jax.CheckpointImportError, match="missing key gs.layers.0.blocks.2"):
+        svi_jax.import_official_state_dict(model, one_block)
+    assert "ga.layers.3.blocks.2.mlp.fc1.weight" in state  # depths (1, 2, 2, 3)
+    assert "ga.layers.3.blocks.3.mlp.fc1.weight" not in state
     extra = dict(state, **{"ga.layers.9.blocks.0.norm1.weight": np.zeros(3)})
     with pytest.raises(svi_jax.CheckpointImportError, match="unexpected key ga.layers.9"):
         svi_jax.import_official_state_dict(model, extra)

@@ -7,6 +7,7 @@ the last axis follow the official NCHW order (SPEC §2).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -147,7 +148,16 @@ def build_model(model_config: ml_collections.ConfigDict) -> ProgressiveSIC:
     )
 
 
-def init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> dict:
-    """Parameters for `model` (shapes do not depend on the image size used here)."""
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init(model: ProgressiveSIC, rng: jax.Array, image_size: int) -> dict:
     x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     return model.init(rng, x)["params"]
+
+
+def init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> dict:
+    """Parameters for `model` (shapes do not depend on the image size used here).
+
+    One jit per (model, size): `init` runs the whole forward once to create the parameters,
+    and compiled, XLA drops that dead forward (eager, every op would be dispatched and run).
+    """
+    return _init(model, rng, image_size)

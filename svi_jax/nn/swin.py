@@ -7,6 +7,9 @@ Faithfulness notes (SPEC §2, reference README §7):
 - A runtime grid that is not a multiple of the window is zero-padded bottom/right after norm1.
   Padded tokens are not masked in unshifted blocks (they attend and are attended to, with
   q/k/v equal to the qkv bias); shifted blocks use the cyclic-shift mask of the padded grid.
+- The blocks of a stage are one `nn.scan` over a single block (parameters stacked on a leading
+  block axis) with "shifted" as scanned data: an unshifted block rolls by 0 and sees a single
+  region (0.0 added to every logit), so the arithmetic is the official one.
 """
 
 from __future__ import annotations
@@ -145,7 +148,9 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """x + WindowAttn(LN(x)); x + MLP(LN(x)) on a (B, H, W, C) token grid.
 
-    `window` and `shift` are the values already resolved from the construction size.
+    `window` and `shift` are the values already resolved from the construction size. With
+    `shifted` (a traced bool scalar, as `swin_blocks` scans over the blocks of a stage) the
+    block shifts by `shift` only where `shifted` is true; without it, by `shift` always.
     """
 
     num_heads: int
@@ -155,7 +160,7 @@ class SwinBlock(nn.Module):
     chunk_windows: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, shifted: jax.Array | None = None) -> jax.Array:
         b, h, w, c = x.shape
         ws, shift = self.window, self.shift
         t = layer_norm("norm1")(x)
@@ -165,14 +170,23 @@ class SwinBlock(nn.Module):
         hp, wp = h + pad_h, w + pad_w
         regions = None
         if shift > 0:
-            t = jnp.roll(t, (-shift, -shift), axis=(1, 2))
             regions = shifted_window_regions(hp, wp, ws, shift)
+            if shifted is not None:
+                # Unshifted blocks of a scanned stage: roll by 0 and one region everywhere, so
+                # no logit gets the mask (padded tokens stay unmasked, as in the official code).
+                shift = jnp.where(shifted, shift, 0)
+                regions = jnp.where(shifted, jnp.asarray(regions), 0.0)
+            t = jnp.roll(t, (-shift, -shift), axis=(1, 2))
         attn = WindowAttention(c, self.num_heads, ws, self.chunk_windows, name="attn")
         t = _merge(attn(_partition(t, ws), regions), ws, hp, wp)
-        if shift > 0:
+        if self.shift > 0:
             t = jnp.roll(t, (shift, shift), axis=(1, 2))
         x = x + t[:, :h, :w]
         return x + Mlp(int(c * self.mlp_ratio), name="mlp")(layer_norm("norm2")(x))
+
+
+def _scan_body(block: SwinBlock, x: jax.Array, shifted: jax.Array):
+    return block(x, shifted), None
 
 
 def swin_blocks(
@@ -182,13 +196,25 @@ def swin_blocks(
     window: int,
     construction_hw: tuple[int, int],
     mlp_ratio: float,
-    prefix: str = "blocks",
+    name: str = "blocks",
     remat: bool = False,
     chunk_windows: int = 0,
 ) -> jax.Array:
-    """Run `depth` blocks (shift 0 on even, window//2 on odd), called inside a compact module."""
-    block_cls = nn.remat(SwinBlock) if remat else SwinBlock
-    for i in range(depth):
-        ws, shift = resolve_window(construction_hw, window, 0 if i % 2 == 0 else window // 2)
-        x = block_cls(num_heads, ws, shift, mlp_ratio, chunk_windows, name=f"{prefix}_{i}")(x)
-    return x
+    """Run the `depth` blocks of a stage (shift 0 on even, window//2 on odd blocks); call it
+    inside a compact module.
+
+    The blocks are one `nn.scan` over a single block whose parameters carry a leading `depth`
+    axis (submodule `name`), with the shift as scanned data (block i is shifted iff i is odd):
+    the graph holds one block per stage, not `depth`, whatever the depth (1 or 3 here).
+    """
+    ws, shift = resolve_window(construction_hw, window, window // 2)
+    block_cls = nn.remat(SwinBlock, prevent_cse=False) if remat else SwinBlock
+    block = block_cls(num_heads, ws, shift, mlp_ratio, chunk_windows, name=name)
+    scan = nn.scan(
+        _scan_body,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        length=depth,
+    )
+    shifted = jnp.asarray(np.arange(depth) % 2 == 1)
+    return scan(block, x, shifted)[0]

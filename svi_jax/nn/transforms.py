@@ -98,7 +98,7 @@ class AnalysisTransform(_SwinStack):
                 self.window,
                 stage_hw,
                 self.mlp_ratio,
-                prefix=f"layers_{i}_blocks",
+                name=f"layers_{i}_blocks",
                 remat=self.remat,
                 chunk_windows=self.chunk_windows,
             )
@@ -122,7 +122,7 @@ class SynthesisTransform(_SwinStack):
                 self.window,
                 stage_hw,
                 self.mlp_ratio,
-                prefix=f"layers_{i}_blocks",
+                name=f"layers_{i}_blocks",
                 remat=self.remat,
                 chunk_windows=self.chunk_windows,
             )

@@ -8,6 +8,9 @@ channel order is kept): Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; Conv
 Buffers that are rebuilt from the config (Swin attention masks and position indices, the
 context mask, CompressAI's empty coding tables and constant bounds) and the LPIPS/DISTS
 sub-networks are ignored; the context mask, when present, is checked against ours.
+
+Swin blocks: the official `layers.<i>.blocks.<j>.*` of one stage are stacked along a leading
+axis (j) in our `layers_<i>_blocks` parameters, which the stage scans over (svi_jax.nn.swin).
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ _IGNORED = re.compile(
 )
 
 
+_BLOCK = "<block>"  # stands for the block index j inside a stacked stage's official keys
+
+
 def _official_module_path(parts: list[str]) -> str:
     top, rest = parts[0], parts[1:]
     out = [top]
     for p in rest:
-        m = re.fullmatch(r"layers_(\d+)_(blocks)_(\d+)", p)
+        m = re.fullmatch(r"layers_(\d+)_blocks", p)
         if m:
-            out += ["layers", m.group(1), "blocks", m.group(3)]
+            out += ["layers", m.group(1), "blocks", _BLOCK]
             continue
         m = re.fullmatch(r"layers_(\d+)_(downsample|upsample)", p)
         if m:
@@ -61,7 +67,8 @@ def _official_module_path(parts: list[str]) -> str:
 
 
 def _official_name(path: tuple[str, ...]) -> tuple[str, str]:
-    """Our param path -> (official key, transform kind)."""
+    """Our param path -> (official key, transform kind); the key of a stacked Swin-block
+    parameter holds `_BLOCK` where the official block index goes."""
     *mods, leaf = path
     module = _official_module_path(list(mods))
     if mods[0] == "entropy_bottleneck":
@@ -76,6 +83,13 @@ def _official_name(path: tuple[str, ...]) -> tuple[str, str]:
     if mods[0] == "hs":
         return f"{module}.weight", "convT"
     return f"{module}.weight", "kernel"
+
+
+def _official_keys(key: str, value_shape: tuple[int, ...]) -> list[str]:
+    """The official keys of one of our parameters: one per block of a stacked stage."""
+    if _BLOCK not in key:
+        return [key]
+    return [key.replace(_BLOCK, str(j)) for j in range(value_shape[0])]
 
 
 # Official layout -> ours, per kind; each is its own inverse except the conv kernel.
@@ -128,19 +142,24 @@ def import_official_state_dict(
     used, leaves, problems = set(), [], []
     for path, spec in flat:
         names = tuple(p.key for p in path)
-        key, kind = _official_name(names)
-        if key not in state:
-            problems.append(f"missing key {key} (for {'/'.join(names)})")
-            leaves.append(None)
-            continue
-        value = _to_ours(state[key], kind)
-        if value.shape != spec.shape:
-            problems.append(
-                f"shape mismatch for {key}: checkpoint {state[key].shape} gives {value.shape},"
-                f" model expects {spec.shape}"
-            )
-        leaves.append(value.astype(np.float32))
-        used.add(key)
+        template, kind = _official_name(names)
+        stacked = _BLOCK in template  # one official tensor per block, stacked on axis 0
+        block_shape = spec.shape[1:] if stacked else spec.shape
+        keys, values = _official_keys(template, spec.shape), []
+        for key in keys:
+            if key not in state:
+                problems.append(f"missing key {key} (for {'/'.join(names)})")
+                continue
+            value = _to_ours(state[key], kind)
+            if value.shape != block_shape:
+                problems.append(
+                    f"shape mismatch for {key}: checkpoint {state[key].shape} gives"
+                    f" {value.shape}, model expects {block_shape}"
+                )
+            values.append(value.astype(np.float32))
+            used.add(key)
+        complete = len(values) == len(keys) and all(v.shape == block_shape for v in values)
+        leaves.append(None if not complete else np.stack(values) if stacked else values[0])
     extra = sorted(k for k in state if k not in used and not _IGNORED.search(k))
     problems += [f"unexpected key {k} {tuple(state[k].shape)}" for k in extra]
     if "context_model.layer.mask" in state and not problems:
@@ -157,6 +176,10 @@ def export_official_state_dict(params: dict) -> dict[str, np.ndarray]:
     """params pytree -> official state_dict names and layouts (the inverse transposes)."""
     out = {}
     for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
-        key, kind = _official_name(tuple(p.key for p in path))
-        out[key] = _from_ours(np.asarray(value), kind)
+        template, kind = _official_name(tuple(p.key for p in path))
+        value = np.asarray(value)
+        keys = _official_keys(template, value.shape)
+        blocks = list(value) if _BLOCK in template else [value]
+        for key, block in zip(keys, blocks, strict=True):
+            out[key] = _from_ours(block, kind)
     return out

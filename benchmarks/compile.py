@@ -1,0 +1,160 @@
+"""Compile time is a product metric: trace / lower / compile seconds and HLO size of every
+jitted function of svi_jax, for configs/tiny.py and configs/paper.py.
+
+    python benchmarks/compile.py                         # both configs, every function
+    python benchmarks/compile.py --configs tiny --only step/main
+    python benchmarks/compile.py --no-compile            # trace + lower only (HLO sizes)
+
+Functions (all lowered on abstract arguments, nothing runs):
+  init_params                 model parameters through one jit
+  step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
+                              device batch 2 of the config's crop, M = config.loss.num_samples
+  eval/validation             the training loop's validation pass (test_forward + LPIPS)
+  eval/estimated_bits, eval/synthesize   the evaluation runner's jitted passes
+  codec/analyze, codec/hyper, codec/reconstruct, codec/slice_prologue, codec/wavefront_step
+
+Columns: trace_s, lower_s, compile_s (wall-clock seconds: a loaded shared CPU gives noisy
+numbers, compare ratios), cpu_s (CPU seconds of the compilation, all threads: steadier),
+hlo (instructions of the HLO jax emits), hlo_opt (instructions after XLA's passes),
+temp_GiB (XLA's temporary-buffer estimate).
+Eval and codec images: 128x128 (tiny) and 768x512 (paper, the issue's eval image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+
+from svi_jax.codec import api as codec_api
+from svi_jax.codec import wavefront
+from svi_jax.configs import paper, tiny
+from svi_jax.evaluation import runner
+from svi_jax.graph_size import abstract, compile_report
+from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, build_model, init_params
+from svi_jax.training import steps
+from svi_jax.training.validation import Validator
+
+CONFIGS = {"tiny": tiny, "paper": paper}
+EVAL_HW = {"tiny": (128, 128), "paper": (512, 768)}
+PER_DEVICE_BATCH = 2
+f32 = jnp.float32
+
+
+def sds(shape, dtype=f32):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+
+def step_args(config, model, phase: str):
+    """(jitted step, abstract state, abstract batch) of `phase`, as the training loop builds it."""
+    config = config.copy_and_resolve_references()
+    config.phase = phase
+    config.data.batch_size = PER_DEVICE_BATCH * jax.device_count()
+    state = jax.eval_shape(lambda: steps.init_state(config, model, jax.random.PRNGKey(0)))
+    fn = jax.jit(steps.make_step_fn(config, model, load_lpips_params("alex")), donate_argnums=0)
+    size = config.data.crop_size
+    return fn, state, sds((config.data.batch_size, size, size, 3))
+
+
+def functions(name: str):
+    """Yield (label, jitted, args, kwargs) for config `name`."""
+    config = CONFIGS[name].get_config()
+    model = build_model(config.model)
+    key = jax.random.key_data(jax.random.PRNGKey(0))
+    yield "init_params", jax.jit(lambda k: init_params(model, k)), (sds(key.shape, key.dtype),), {}
+    params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    for phase in steps.PHASES:
+        fn, state, batch = step_args(config, model, phase)
+        yield f"step/{phase}", fn, (state, batch), {}
+
+    val = Validator(config, model, load_lpips_params("alex"), [])
+    crop = config.data.val_crop
+    yield (
+        "eval/validation",
+        val._evaluate,
+        (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key)),
+        {},
+    )
+    h, w = EVAL_HW[name]
+    c, width, s = model.latent_channels, model.slice_width, model.num_slices
+    lh, lw = h // DOWNSCALE_Y, w // DOWNSCALE_Y
+    n = runner.default_synthesis_batch()
+    yield "eval/estimated_bits", runner._estimated_bits, (model, params, sds((1, h, w, 3))), {}
+    yield (
+        "eval/synthesize",
+        runner._synthesize,
+        (
+            model,
+            params,
+            sds((lh, lw, c)),
+            sds((lh, lw, 2 * c)),
+            sds((n,), jnp.int32),
+            sds((n, lh, lw, c)),
+        ),
+        {},
+    )
+    medians = sds((model.hyper_channels,))
+    zh, zw = h // DOWNSCALE_Z, w // DOWNSCALE_Z
+    yield "codec/analyze", codec_api._analyze, (model, params, sds((1, h, w, 3)), medians), {}
+    z_sym = sds((zh, zw, model.hyper_channels), jnp.int32)
+    yield "codec/hyper", codec_api._hyper, (model, params, z_sym, medians), {}
+    level = sds((), jnp.int32)
+    latent, hyper = sds((lh, lw, c)), sds((lh, lw, 2 * c))
+    yield (
+        "codec/reconstruct",
+        codec_api._reconstruct,
+        (model, params, latent, hyper, level, latent),
+        {},
+    )
+    cparams = wavefront.coding_params(params)
+    yield (
+        "codec/slice_prologue",
+        wavefront.slice_prologue,
+        (cparams, latent, hyper, level),
+        {"num_slices": s},
+    )
+    rows, _ = wavefront.wavefront_schedule(lh, lw)
+    pos = sds((rows.shape[1],), jnp.int32)
+    yield (
+        "codec/wavefront_step",
+        wavefront.wavefront_step,
+        (cparams, sds((lh, lw, width)), sds((lh, lw, 2 * width)), sds((lh, lw, 2 * width)))
+        + (pos, pos, level),
+        {"num_slices": s},
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--configs", default="tiny,paper", help="comma-separated: tiny, paper")
+    ap.add_argument("--only", default="", help="substring filter on function labels")
+    ap.add_argument("--no-compile", action="store_true", help="trace and lower only")
+    ap.add_argument("--json", action="store_true", help="one JSON line per function")
+    args = ap.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}")
+    header = f"{'config':6} {'function':22} {'trace_s':>8} {'lower_s':>8} {'compile_s':>9}"
+    header += f" {'cpu_s':>7} {'hlo':>7} {'hlo_opt':>7} {'temp_GiB':>8}"
+    if not args.json:
+        print(header)
+    for name in args.configs.split(","):
+        for label, fn, fargs, kwargs in functions(name):
+            if args.only and args.only not in label:
+                continue
+            r = compile_report(fn, *fargs, compile=not args.no_compile, **kwargs)
+            if args.json:
+                print(json.dumps({"config": name, "function": label, **r.__dict__}), flush=True)
+                continue
+            temp = "-" if r.temp_bytes is None else f"{r.temp_bytes / 2**30:.3f}"
+            opt = "-" if r.hlo_compiled is None else str(r.hlo_compiled)
+            print(
+                f"{name:6} {label:22} {r.trace_s:8.2f} {r.lower_s:8.2f} {r.compile_s:9.2f}"
+                f" {r.compile_cpu_s:7.2f} {r.hlo_lowered:7d} {opt:>7} {temp:>8}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

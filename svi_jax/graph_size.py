@@ -1,0 +1,88 @@
+"""Graph-size and compile-time probes of jitted functions (jax's ahead-of-time API).
+
+`benchmarks/compile.py` prints these for every jitted function of the project, and
+tests/test_compile.py bounds the HLO size of the tiny training step, so a change that unrolls
+the graph again (a Python loop over blocks or samples) fails CI. Only API present in both jax
+0.10 and 0.11 is used: `jit(f).trace(*args).lower().compile()`, `Lowered.as_text("hlo")`,
+`Compiled.as_text()` and `Compiled.memory_analysis()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import jax
+import numpy as np
+
+# One HLO instruction per line inside a computation: "[ROOT ]%name = shape op(...)" (older
+# printers) or "[ROOT ]name.1 = shape op(...)"; headers and braces never contain " = " first.
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?[\w.\-]+ = ", re.MULTILINE)
+
+
+def hlo_instruction_count(hlo_text: str) -> int:
+    """Number of instructions in an HLO module's text (all computations, fusions included)."""
+    return len(_INSTRUCTION.findall(hlo_text))
+
+
+def abstract(tree):
+    """ShapeDtypeStructs of a pytree of arrays (lowering needs shapes, not values)."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+@dataclasses.dataclass
+class CompileReport:
+    """Seconds of each AOT stage, HLO sizes and XLA's memory estimate of one function.
+
+    compile_cpu_s: CPU seconds of this process (all threads) spent compiling: on a shared,
+    loaded machine it is far steadier than the wall-clock compile_s;
+
+    hlo_lowered: instructions of the unoptimised HLO (what jax emits: the graph we build);
+    hlo_compiled: instructions after XLA's passes (fusions count their bodies);
+    temp_bytes: XLA's temporary buffer estimate (None when the backend has no analysis).
+    """
+
+    trace_s: float
+    lower_s: float
+    compile_s: float
+    compile_cpu_s: float
+    hlo_lowered: int
+    hlo_compiled: int | None
+    temp_bytes: int | None
+    argument_bytes: int | None
+    output_bytes: int | None
+
+
+def lower(jitted, *args, **kwargs):
+    """-> (Lowered, trace seconds, lowering seconds) of a jitted function on abstract args."""
+    t0 = time.perf_counter()
+    traced = jitted.trace(*args, **kwargs)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    return lowered, t1 - t0, time.perf_counter() - t1
+
+
+def compile_report(jitted, *args, compile: bool = True, **kwargs) -> CompileReport:
+    """Trace, lower and (optionally) compile `jitted` on `args`; time and size each stage."""
+    lowered, trace_s, lower_s = lower(jitted, *args, **kwargs)
+    hlo_lowered = hlo_instruction_count(lowered.as_text(dialect="hlo"))
+    if not compile:
+        nan = float("nan")
+        return CompileReport(trace_s, lower_s, nan, nan, hlo_lowered, None, None, None, None)
+    t0, c0 = time.perf_counter(), time.process_time()
+    compiled = lowered.compile()
+    compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    text = compiled.as_text()
+    mem = compiled.memory_analysis()
+    return CompileReport(
+        trace_s,
+        lower_s,
+        compile_s,
+        compile_cpu_s,
+        hlo_lowered,
+        hlo_instruction_count(text) if text else None,
+        getattr(mem, "temp_size_in_bytes", None),
+        getattr(mem, "argument_size_in_bytes", None),
+        getattr(mem, "output_size_in_bytes", None),
+    )
