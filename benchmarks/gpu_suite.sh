@@ -14,7 +14,8 @@
 #     --wheels DIR  folder made by benchmarks/gpu_wheels.sh: its wheels are installed with
 #                   `pip install --no-index` and its alexnet.ckpt serves as LPIPS weights
 #     --dry-run     CPU smoke test of the whole suite with the tiny config and tiny sizes
-# Timeouts (seconds) can be set with T_SETUP, T_COMPILE, T_STEP2, T_STEP16, T_EVAL.
+# Timeouts (seconds) can be set with T_SETUP, T_COMPILE, T_STEP2, T_STEP16, T_EVAL (defaults
+# 90/75/75/75/60: about 4 min with the environment check; the dry run allows 10-15 min each).
 # The paper config computes in bf16 on accelerators (model.dtype "auto"); any config field can be
 # passed to the train-step parts through STEP_FLAGS, e.g. STEP_FLAGS=--config.model.dtype=float32.
 set -u
@@ -53,6 +54,8 @@ part() {
 
 if [[ $DRY == 1 ]]; then
   export JAX_PLATFORMS=cpu
+  # A CPU compiles the tiny step in about 30 s idle, minutes when loaded: wider limits.
+  : "${T_COMPILE:=600}" "${T_STEP2:=900}" "${T_STEP16:=900}" "${T_EVAL:=900}"
   CONFIG=svi_jax/configs/tiny.py
   STEP_ARGS=(--steps 2 --warmup 1 "--config.data.crop_size=64")
   B_SMALL=1
