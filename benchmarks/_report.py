@@ -152,7 +152,7 @@ def throughput(flops: float | None, seconds: float, dtype: str, precision: str) 
         return {"tflops": None, "mfu": None, "mfu_peak": "n/a (no FLOP count)"}
     achieved = flops / seconds
     peak, what = peak_flops(dtype, precision)
-    out = {"tflops": round(achieved / 1e12, 3), "mfu": None, "mfu_peak": what}
+    out = {"tflops": float(f"{achieved / 1e12:.4g}"), "mfu": None, "mfu_peak": what}
     if peak:
         out["mfu"] = round(achieved / peak, 4)
         measured = PEAK_FLOPS[device_key()].get(f"{dtype}_measured")
