@@ -6,7 +6,7 @@
 #   train_step_b2.jsonl  paper main step, 2 images/device (the official setting): seconds/step,
 #                        compile s, peak memory, TFLOP/s, MFU, ratios to the official H200 step
 #   train_step_b16.jsonl the same at 16 images/device (MFU goal >= 35% in bf16)
-#   eval_768x512.txt     16-level eval of a 768x512 image vs the official test() pass
+#   eval.txt             16-level eval of a 768x512 image vs the official test() pass
 #   suite.log            what ran, how long, exit codes (124 = hit its timeout)
 #
 #   benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--dry-run]
@@ -15,7 +15,7 @@
 #                   `pip install --no-index` and its alexnet.ckpt serves as LPIPS weights
 #     --dry-run     CPU smoke test of the whole suite with the tiny config and tiny sizes
 # Timeouts (seconds) can be set with T_SETUP, T_COMPILE, T_STEP2, T_STEP16, T_EVAL (defaults
-# 90/75/75/75/60: about 4 min with the environment check; the dry run allows 10-15 min each).
+# 40/60/70/60/45, with 20 for the environment check: <= 295 s in all; the dry run allows 10-15 min each).
 # The paper config computes in bf16 on accelerators (model.dtype "auto"); any config field can be
 # passed to the train-step parts through STEP_FLAGS, e.g. STEP_FLAGS=--config.model.dtype=float32.
 set -u
@@ -73,32 +73,32 @@ fi
 
 log "gpu_suite: results in $RESULTS (dry run: $DRY)"
 if [[ -n "$WHEELS" ]]; then
-  part "install wheels" "${T_SETUP:-90}" "$RESULTS/env.txt" \
+  part "install wheels" "${T_SETUP:-40}" "$RESULTS/env.txt" \
     python -m pip install --no-index --find-links "$WHEELS" \
     constriction ml-collections grain tensorboardX
   if [[ -f "$WHEELS/alexnet.ckpt" ]]; then
     export SVI_LPIPS_WEIGHTS=$WHEELS
   fi
 fi
-part "environment" 60 "$RESULTS/env.txt" python -c \
+part "environment" 20 "$RESULTS/env.txt" python -c \
   'import jax, sys; print(sys.version.split()[0], "jax", jax.__version__, jax.devices())'
 
 if [[ -f benchmarks/compile.py ]]; then
-  part "compile benchmark" "${T_COMPILE:-75}" "$RESULTS/compile.txt" \
+  part "compile benchmark" "${T_COMPILE:-60}" "$RESULTS/compile.txt" \
     python benchmarks/compile.py "${COMPILE_ARGS[@]}"
 else
   log "skip compile benchmark: benchmarks/compile.py is absent"
 fi
 
 # shellcheck disable=SC2086  # STEP_FLAGS: extra flags, split on spaces on purpose
-part "train step, ${B_SMALL}/device" "${T_STEP2:-75}" "$RESULTS/train_step_b${B_SMALL}.jsonl" \
+part "train step, ${B_SMALL}/device" "${T_STEP2:-70}" "$RESULTS/train_step_b${B_SMALL}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_SMALL" \
   "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
 # shellcheck disable=SC2086
-part "train step, ${B_LARGE}/device" "${T_STEP16:-75}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
+part "train step, ${B_LARGE}/device" "${T_STEP16:-60}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_LARGE" \
   "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
-part "16-level eval" "${T_EVAL:-60}" "$RESULTS/eval_768x512.txt" \
+part "16-level eval" "${T_EVAL:-45}" "$RESULTS/eval.txt" \
   python benchmarks/eval.py "${EVAL_ARGS[@]}"
 
 log "gpu_suite done in $(($(date +%s) - START))s"
