@@ -14,6 +14,9 @@
 #     --wheels DIR  folder made by benchmarks/gpu_wheels.sh: its wheels are installed with
 #                   `pip install --no-index` and its alexnet.ckpt serves as LPIPS weights
 #     --dry-run     CPU smoke test of the whole suite with the tiny config and tiny sizes
+# Typical use: `benchmarks/gpu_wheels.sh gpu_wheels` here once (the folder is untracked, so it
+# travels with the working tree), then on the GPU machine
+# `bash benchmarks/gpu_suite.sh --wheels gpu_wheels --out "$OUT"`.
 # Timeouts (seconds) can be set with T_SETUP, T_COMPILE, T_STEP2, T_STEP16, T_EVAL (defaults
 # 40/60/70/60/45, with 20 for the environment check: <= 295 s in all; the dry run allows 10-15 min each).
 # The paper config computes in bf16 on accelerators (model.dtype "auto"); any config field can be

