@@ -1,22 +1,27 @@
-"""Benchmark the training step: steady-state seconds/step, peak memory, compilations.
+"""Benchmark the training step: compile seconds, seconds/step, peak memory, TFLOP/s, MFU.
 
     python benchmarks/train_step.py                       # configs/paper.py, main phase
     python benchmarks/train_step.py --phases=warming,main,gan --steps=32 \
         --config.model.remat=True                         # any config field can be overridden
 
-Per phase: one step is compiled ahead of time (compile_s; xla_temp_gib is XLA's estimate of
-its temporary buffers), then `--steps` steps run on random batches of
+Per phase: one step is compiled, then `--steps` steps run on random batches of
 `--per_device_batch` x crop x crop per device (paper: 2 x 256 x 256, M = 5); the number of
 traces of the step function over those steps must be 1 (the level is traced data). Steady
 state excludes the first `--warmup` steps. Peak memory is the device's peak_bytes_in_use
-when it reports one, else the process's peak resident set (CPU). Prints one JSON line/phase.
+when it reports one, else the process's peak resident set (CPU). Prints one JSON line/phase
+with lower/compile seconds, TFLOP/s and MFU (FLOPs from XLA's cost analysis of the compiled
+step, and from the jaxpr as a cross-check; benchmarks/_report.py) and, in the official
+setting (main phase, paper model, 2 x 256 x 256 per device, M = 5), the ratios to the
+official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
+    python benchmarks/train_step.py --steps 3 --warmup 1                 # this CPU
+    python benchmarks/train_step.py --per_device_batch 16 --config.model.dtype=bfloat16
 """
 
 import json
 import pathlib
-import resource
 import time
 
+import _report
 import jax
 import numpy as np
 from absl import app, flags
@@ -41,11 +46,38 @@ flags.DEFINE_integer("per_device_batch", 2, "Images per device.")
 FLAGS = flags.FLAGS
 
 
-def peak_memory_bytes() -> tuple[int, str]:
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host peak RSS"
+def official_setting(config, phase: str) -> bool:
+    """The setting of the official figures: paper model, main phase, 2 x 256^2 / device, M=5."""
+    return (
+        phase == "main"
+        and config.model.latent_channels == 512
+        and tuple(config.model.analysis_dims) == (256, 384, 512, 512)
+        and FLAGS.per_device_batch == 2
+        and config.data.crop_size == 256
+        and config.loss.num_samples == 5
+    )
+
+
+def performance_report(config, model, phase, seconds, jaxpr_flops, info) -> dict:
+    """TFLOP/s, MFU and official ratios of one benchmarked phase (benchmarks/_report.py)."""
+    peak_gib, peak_kind = _report.peak_memory()
+    dtype = str(jax.numpy.dtype(model.dtype))
+    precision = config.model.get("precision", "highest")
+    flops = info.get("flops_xla") or jaxpr_flops / jax.device_count()
+    out = {
+        "dtype": dtype,
+        "precision": precision,
+        "flops_xla": info.get("flops_xla"),
+        "flops_jaxpr_per_device": round(jaxpr_flops / jax.device_count()),
+        **_report.throughput(flops, seconds, dtype, precision),
+        "peak_memory_gib": round(peak_gib, 3),
+        "peak_memory_kind": peak_kind,
+    }
+    if official_setting(config, phase):
+        out.update(_report.official_ratios(seconds, peak_gib, "train_step"))
+    else:
+        out["official"] = "n/a (not the official setting: main, paper, 2x256^2/device, M=5)"
+    return out
 
 
 def bench_phase(config, phase: str) -> dict:
@@ -73,22 +105,22 @@ def bench_phase(config, phase: str) -> dict:
         for _ in range(2)
     ]
     traces_before = trace_count(steps.step_trace_name(phase))
+    compiled, info = _report.compile_timed(step_fn, state, batches[0])
     t0 = time.perf_counter()
-    step_fn = step_fn.lower(state, batches[0]).compile()  # ahead of time: compile alone
-    compile_s = time.perf_counter() - t0
-    xla_mem = step_fn.memory_analysis()
-    t0 = time.perf_counter()
-    state, metrics = step_fn(state, batches[0])
+    state, metrics = compiled(state, batches[0])
     jax.block_until_ready(metrics)
-    first_s = time.perf_counter() - t0
+    first_run_s = time.perf_counter() - t0
     times = []
     for i in range(FLAGS.steps):
         t0 = time.perf_counter()
-        state, metrics = step_fn(state, batches[i % 2])
+        state, metrics = compiled(state, batches[i % 2])
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     steady = times[FLAGS.warmup :] or times
-    peak, peak_kind = peak_memory_bytes()
+    seconds = float(np.median(steady))
+    compilations = trace_count(steps.step_trace_name(phase)) - traces_before
+    jaxpr_flops = _report.jaxpr_flops(jax.make_jaxpr(step_fn)(state, batches[0]))
+    perf = performance_report(config, model, phase, seconds, jaxpr_flops, info)
     return {
         "phase": phase,
         "device": str(jax.devices()[0].device_kind),
@@ -97,14 +129,14 @@ def bench_phase(config, phase: str) -> dict:
         "crop": size,
         "num_samples": config.loss.num_samples,
         "remat": bool(config.model.remat),
-        "compile_s": round(compile_s, 3),
-        "first_step_s": round(first_s, 3),
-        "seconds_per_step": round(float(np.median(steady)), 4),
+        "lower_s": info["lower_s"],
+        "compile_s": info["compile_s"],
+        "xla_temp_gib": info.get("xla_temp_gib"),
+        "first_run_s": round(first_run_s, 3),
+        "seconds_per_step": round(seconds, 4),
         "steps_timed": len(steady),
-        "compilations": trace_count(steps.step_trace_name(phase)) - traces_before,
-        "peak_memory_gib": round(peak / 2**30, 3),
-        "peak_memory_kind": peak_kind,
-        "xla_temp_gib": round(getattr(xla_mem, "temp_size_in_bytes", 0) / 2**30, 3),
+        "compilations": compilations,
+        **perf,
         "final_loss": float(metrics["loss"]),
     }
 

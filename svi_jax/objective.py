@@ -73,7 +73,8 @@ def svi_loss_from_outputs(
     num_samples = out["x_hat_samples"].shape[0] // b
     x_rep = jnp.tile(x, (1 + num_samples, 1, 1, 1))
     x_all = jnp.concatenate([out["x_hat_syn"], out["x_hat_samples"]], axis=0)
-    lp = lpips_distance(lpips_params, x_rep, x_all, "alex", lpips_masks)
+    policy = {"dtype": model.dtype, "precision": model.precision}  # LPIPS follows the model
+    lp = lpips_distance(lpips_params, x_rep, x_all, "alex", lpips_masks, **policy)
     r = out["rates"]
     metrics = {
         "mse_syntactic": _mse(x, out["x_hat_syn"]),
@@ -134,7 +135,8 @@ def warming_loss(
     r = rate_terms(y_lik, y_lik, z_lik, model.num_slices, model.num_slices, h * w)
     x_hat = apply(ProgressiveSIC.synthesis, lat.y_hat)
     mse = _mse(x, x_hat)
-    lp = jnp.mean(lpips_distance(lpips_params, x, x_hat, "alex"))
+    policy = {"dtype": model.dtype, "precision": model.precision}  # LPIPS follows the model
+    lp = jnp.mean(lpips_distance(lpips_params, x, x_hat, "alex", **policy))
     balance = r.bpp_y_splits_std - jnp.min(r.bpp_slices)
     loss = 2048.0 * mse + 8.0 * lp + balance + r.bpp_y + r.bpp_z
     metrics = {

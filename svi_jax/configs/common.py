@@ -23,6 +23,13 @@ def base_config() -> ml_collections.ConfigDict:
     m.remat = False  # rematerialise Swin blocks in backprop (memory for compute)
     m.attention_chunk_windows = 0  # windows per attention chunk under jax.checkpoint (0: all);
     # bounds the (heads, 64, 64)-per-window logits, the largest tensors at high resolution
+    m.dtype = "float32"  # compute dtype: "float32" | "bfloat16" | "auto" (bf16 on GPU/TPU,
+    # float32 on CPU); parameters, optimizer state, y, z, (sigma, mu), x_hat, rates and losses
+    # stay float32 whatever it is; also the discriminator's and the loss's LPIPS
+    m.precision = "highest"  # products: "highest" (full float32) | "default" (backend's fast
+    # path: TF32 on Ampere+ GPUs, one bf16 pass on TPUs; same as highest on CPU)
+    m.attention_implementation = ""  # jax.nn.dot_product_attention's: "" (JAX's choice) |
+    # "xla" | "cudnn" (GPU, bfloat16 only)
 
     config.loss = l = ml_collections.ConfigDict()
     l.num_samples = 5  # M: detail samples per image in training

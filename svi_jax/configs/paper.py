@@ -22,6 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
     m.synthesis_dims = (512, 512, 384, 256)  # g_s embed dims per stage (stage 0 at H/16)
     m.synthesis_depths = (3, 2, 2, 1)  # Swin blocks per g_s stage
     m.synthesis_heads = (16, 16, 16, 16)  # attention heads per g_s stage
+    # bf16 compute on accelerators (GPU, TPU), float32 on CPU (XLA:CPU runs bf16 products
+    # slower than float32); resolved from jax.default_backend() when the model is built
+    m.dtype = "auto"
+    m.precision = "default"  # float32 products may take the backend's fast path (TF32)
     config.data.batch_size = 16  # global batch: 8 devices x 2 (paper)
     config.data.crop_size = 256  # 256x256 random crops, no flips
     config.train.num_steps = 1_000_000  # main phase; warming ~2k steps at batch 8, GAN ~200k

@@ -6,6 +6,10 @@ Channel order is the official one so checkpoints convert by transposes:
 - entropy parameters see cat(hyper, ctx) = [sigma_h | mu_h | ctxA | ctxB] (4 blocks x S slices
   x W) regrouped to (S, 4, W) so group s holds [sigma_h_s, mu_h_s, ctxA_s, ctxB_s]; the output
   (S, 2, W) is reordered to (2, S, W): [sigma | mu].
+
+Both networks compute in the model's `dtype` at its `precision` (layers.py); the last
+entropy-parameter conv stores (sigma, mu) in float32 whatever the dtype, since they are the
+Gaussian's parameters (rates, and the grid y is quantized around: y_hat = round(y - mu) + mu).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.nn.layers import TorchConv2d, leaky_relu, torch_default_uniform
+from svi_jax.nn.layers import HIGHEST, TorchConv2d, leaky_relu, torch_default_uniform
 
 CONTEXT_KERNEL = 5
 
@@ -58,6 +62,8 @@ class ContextModel(nn.Module):
     """
 
     num_slices: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, y_hat: jax.Array) -> jax.Array:
@@ -68,29 +74,32 @@ class ContextModel(nn.Module):
         bias = self.param("bias", torch_default_uniform(fan_in), (2 * c_in,))
         mask = jnp.asarray(context_mask(c_in, self.num_slices, k))
         out = jax.lax.conv_general_dilated(
-            y_hat,
-            (kernel * mask).astype(y_hat.dtype),
+            y_hat.astype(self.dtype),
+            (kernel * mask).astype(self.dtype),
             window_strides=(1, 1),
             padding=((2, 2), (2, 2)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
+            precision=self.precision,
         )
-        return _slice_major_to_pair_major(out + bias, self.num_slices)
+        return _slice_major_to_pair_major(out + bias.astype(self.dtype), self.num_slices)
 
 
 class EntropyParameters(nn.Module):
     """Three grouped 1x1 convs 4C -> 3C -> 3C -> 2C (S groups), LeakyReLU(0.01) between."""
 
     num_slices: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, hyper: jax.Array, ctx: jax.Array) -> jax.Array:
         s = self.num_slices
+        conv = functools.partial(TorchConv2d, groups=s, dtype=self.dtype, precision=self.precision)
         x = jnp.concatenate([hyper, ctx], axis=-1)
         lead, c4 = x.shape[:-1], x.shape[-1]
         x = x.reshape(*lead, 4, s, c4 // (4 * s))
         x = jnp.swapaxes(x, -3, -2).reshape(*lead, c4)  # (S, 4, W): one group per slice
-        x = leaky_relu(TorchConv2d(c4 * 3 // 4, 1, groups=s, name="conv_0")(x))
-        x = leaky_relu(TorchConv2d(c4 * 3 // 4, 1, groups=s, name="conv_2")(x))
-        x = TorchConv2d(c4 // 2, 1, groups=s, name="conv_4")(x)
+        x = leaky_relu(conv(c4 * 3 // 4, 1, name="conv_0")(x))
+        x = leaky_relu(conv(c4 * 3 // 4, 1, name="conv_2")(x))
+        x = conv(c4 // 2, 1, out_dtype=jnp.float32, name="conv_4")(x)  # float32 (docstring)
         return _slice_major_to_pair_major(x, s)

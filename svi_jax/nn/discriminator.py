@@ -8,6 +8,9 @@ The level is traced: the S conditioning convs are one stacked kernel (S, 3, 3, C
 l selects kernel l-1 and the input channels >= W*l are masked to zero, which is exactly a
 Conv(W*l -> 12) per level. Spectral normalisation is `flax.linen.SpectralNorm`; its
 power-iteration vectors live in the `batch_stats` collection (updated on D steps only).
+Convolutions compute in the model's `dtype` at its `precision` (config `model.dtype`,
+`model.precision`; parameters float32); the power iteration and the logits are float32
+(the logits feed the BCE losses).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from svi_jax.nn.entropy_models import channel_mask
+from svi_jax.nn.layers import HIGHEST, compute_dtype, matmul_precision
 
 UPSAMPLE = 16  # y_hat is 16x smaller than the image on each side
 
@@ -30,6 +34,8 @@ class ConditionalPatchDiscriminator(nn.Module):
     cond_channels: int = 12  # channels of the conditioning branch
     widths: Sequence[int] = (64, 128, 256, 512)  # spectral-norm conv widths
     negative_slope: float = 0.2  # LeakyReLU slope
+    dtype: object = jnp.float32  # compute dtype of the convolutions
+    precision: jax.lax.Precision = HIGHEST  # precision of the convolutions
 
     @nn.compact
     def __call__(
@@ -50,17 +56,33 @@ class ConditionalPatchDiscriminator(nn.Module):
         y = jnp.where(mask, y_hat, 0.0)
         y = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
         kernel = jnp.take(kernels, index, axis=0)
+        dt = self.dtype
         cond = jax.lax.conv_general_dilated(
-            y, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            y.astype(dt),
+            kernel.astype(dt),
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
         )
-        cond = nn.leaky_relu(cond + jnp.take(biases, index, axis=0), self.negative_slope)
+        bias = jnp.take(biases, index, axis=0).astype(dt)
+        cond = nn.leaky_relu(cond + bias, self.negative_slope)
         cond = jnp.repeat(jnp.repeat(cond, UPSAMPLE, axis=1), UPSAMPLE, axis=2)
-        h = jnp.concatenate([x, cond], axis=-1)
+        h = jnp.concatenate([x.astype(dt), cond], axis=-1)
         for i, width in enumerate(self.widths):
-            conv = nn.Conv(width, (4, 4), strides=2, padding=((1, 1), (1, 1)), name=f"conv{i}")
+            conv = nn.Conv(
+                width,
+                (4, 4),
+                strides=2,
+                padding=((1, 1), (1, 1)),
+                dtype=dt,
+                precision=self.precision,
+                name=f"conv{i}",
+            )
             h = nn.SpectralNorm(conv, name=f"sn{i}")(h, update_stats=update_stats)
             h = nn.leaky_relu(h, self.negative_slope)
-        return nn.Conv(1, (1, 1), name="logits")(h)
+        logits = nn.Conv(1, (1, 1), precision=self.precision, name="logits")
+        return logits(h.astype(jnp.float32))
 
 
 def build_discriminator(config) -> ConditionalPatchDiscriminator:
@@ -70,6 +92,8 @@ def build_discriminator(config) -> ConditionalPatchDiscriminator:
         slice_width=m.latent_channels // m.num_slices,
         cond_channels=g.cond_channels,
         widths=tuple(g.widths),
+        dtype=compute_dtype(m.get("dtype", "float32")),
+        precision=matmul_precision(m.get("precision", "highest")),
     )
 
 

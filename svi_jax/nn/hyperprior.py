@@ -1,13 +1,27 @@
-"""Hyper analysis h_a (y -> z, /4) and hyper synthesis h_s (z_hat -> [sigma_hyper | mu_hyper])."""
+"""Hyper analysis h_a (y -> z, /4) and hyper synthesis h_s (z_hat -> [sigma_hyper | mu_hyper]).
+
+Both compute in the model's `dtype` at its `precision` (layers.py). h_a's last conv stores z
+in float32 whatever the dtype: z is rounded around the bottleneck medians and its
+likelihoods are the z rate, so it must not carry bf16's 8-bit mantissa (a spacing of 0.25 at
+|z| = 50). h_s feeds only the entropy-parameter network, whose own last layer restores float32.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from svi_jax.nn.layers import TorchConv2d, TorchConvTranspose2d, kaiming_normal_fan_out, leaky_relu
+from svi_jax.nn.layers import (
+    HIGHEST,
+    TorchConv2d,
+    TorchConvTranspose2d,
+    kaiming_normal_fan_out,
+    leaky_relu,
+)
 
 _GAIN_LEAKY = math.sqrt(2.0)  # kaiming_normal_(nonlinearity='leaky_relu', a=0)
 
@@ -16,20 +30,29 @@ class HyperAnalysis(nn.Module):
     """Conv(C->3C/4, k3, s1, p1), LeakyReLU, Conv(k5, s2, p2), LeakyReLU, Conv(k5, s2, p2)."""
 
     hyper_channels: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         c = self.hyper_channels
-        x = TorchConv2d(
-            c, 3, 1, 1, kernel_init=kaiming_normal_fan_out(c * 9, _GAIN_LEAKY), name="conv_0"
-        )(y)
+        conv = functools.partial(TorchConv2d, dtype=self.dtype, precision=self.precision)
+        x = conv(c, 3, 1, 1, kernel_init=kaiming_normal_fan_out(c * 9, _GAIN_LEAKY), name="conv_0")(
+            y
+        )
         x = leaky_relu(x)
-        x = TorchConv2d(
+        x = conv(
             c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY), name="conv_2"
         )(x)
         x = leaky_relu(x)
-        return TorchConv2d(
-            c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, 1.0), name="conv_4"
+        return conv(
+            c,
+            5,
+            2,
+            2,
+            kernel_init=kaiming_normal_fan_out(c * 25, 1.0),
+            out_dtype=jnp.float32,  # z in float32 (module docstring)
+            name="conv_4",
         )(x)
 
 
@@ -40,13 +63,16 @@ class HyperSynthesis(nn.Module):
     """
 
     latent_channels: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, z_hat: jax.Array) -> jax.Array:
         c = self.latent_channels
         # torch's fan_out of a ConvTranspose2d weight (in, out, k, k) is in * k * k.
         c_in = z_hat.shape[-1]
-        x = TorchConvTranspose2d(
+        deconv = functools.partial(TorchConvTranspose2d, dtype=self.dtype, precision=self.precision)
+        x = deconv(
             c,
             5,
             2,
@@ -56,7 +82,7 @@ class HyperSynthesis(nn.Module):
             name="deconv_0",
         )(z_hat)
         x = jax.nn.relu(x)
-        x = TorchConvTranspose2d(
+        x = deconv(
             c * 3 // 2,
             5,
             2,
@@ -66,7 +92,7 @@ class HyperSynthesis(nn.Module):
             name="deconv_2",
         )(x)
         x = jax.nn.relu(x)
-        return TorchConvTranspose2d(
+        return deconv(
             c * 2,
             3,
             1,

@@ -3,6 +3,11 @@
 The official model is PyTorch; its checkpoints must convert by transposes alone, so layers here
 keep PyTorch's numerics (LayerNorm eps 1e-5, explicit conv paddings, exact GELU) and its
 initialisation distributions.
+
+Precision policy (config `model.dtype`, `model.precision`): every layer here takes a compute
+`dtype` (float32 or bfloat16; parameters are always stored in float32 and cast at use) and the
+`precision` of its products (jax.lax.Precision.HIGHEST or DEFAULT). The defaults, float32 and
+HIGHEST, are the numerics the reference-equivalence tests check.
 """
 
 from __future__ import annotations
@@ -15,6 +20,52 @@ import jax
 import jax.numpy as jnp
 
 LN_EPS = 1e-5  # PyTorch nn.LayerNorm default (Flax's is 1e-6).
+
+DTYPES = ("float32", "bfloat16", "auto")
+PRECISIONS = ("highest", "default")
+ATTENTION_IMPLEMENTATIONS = ("", "xla", "cudnn")
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+    """The compute dtype named by config `model.dtype`.
+
+    "auto" is bfloat16 on accelerators (GPU, TPU: bf16 tensor-core / MXU rates) and float32 on
+    CPU, where XLA emulates bf16 products and they run slower than float32. The backend is
+    `jax.default_backend()` unless given. Raises ValueError naming the field otherwise.
+    """
+    if name not in DTYPES:
+        raise ValueError(f"config model.dtype must be one of {DTYPES}, got {name!r}")
+    if name == "auto":
+        name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+    return jnp.dtype(name)
+
+
+def matmul_precision(name: str) -> jax.lax.Precision:
+    """config `model.precision` -> jax.lax.Precision.
+
+    "highest": full float32 products everywhere (no TF32 on GPUs, 6-pass bf16 on TPUs); the
+    reference numerics. "default": the backend's fast path for float32 operands (TF32 on
+    Ampere+ GPUs, one bf16 pass on TPUs; no change on CPU). With bfloat16 operands both are
+    bf16 products with float32 accumulation.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"config model.precision must be one of {PRECISIONS}, got {name!r}")
+    return HIGHEST if name == "highest" else jax.lax.Precision.DEFAULT
+
+
+def attention_implementation(name: str) -> str | None:
+    """config `model.attention_implementation` -> jax.nn.dot_product_attention's argument.
+
+    "" lets JAX choose (XLA in jax 0.10); "xla" forces XLA; "cudnn" forces cuDNN's fused
+    kernel (GPU only, bfloat16 compute).
+    """
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"config model.attention_implementation must be one of "
+            f"{ATTENTION_IMPLEMENTATIONS}, got {name!r}"
+        )
+    return name or None
 
 
 def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
@@ -45,15 +96,25 @@ def kaiming_normal_fan_out(fan_out: int, gain: float):
     return init
 
 
-def layer_norm(name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LN_EPS, name=name)
+def layer_norm(name: str | None = None, dtype=jnp.float32) -> nn.LayerNorm:
+    """PyTorch-eps LayerNorm; statistics in float32 whatever `dtype` (Flax upcasts them),
+    output in `dtype`."""
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name=name)
 
 
-def linear(features: int, use_bias: bool = True, name: str | None = None) -> nn.Dense:
-    """nn.Linear as in the Swin code: trunc-normal(.02) weights, zero bias."""
+def linear(
+    features: int,
+    use_bias: bool = True,
+    name: str | None = None,
+    dtype=jnp.float32,
+    precision: jax.lax.Precision = HIGHEST,
+) -> nn.Dense:
+    """nn.Linear as in the Swin code: trunc-normal(.02) weights, zero bias; computes in `dtype`."""
     return nn.Dense(
         features,
         use_bias=use_bias,
+        dtype=dtype,
+        precision=precision,
         kernel_init=trunc_normal_init(0.02),
         bias_init=nn.initializers.zeros,
         name=name,
@@ -64,7 +125,10 @@ class TorchConv2d(nn.Module):
     """nn.Conv2d with explicit symmetric padding (NHWC, HWIO kernel).
 
     Flax 'SAME' at stride 2 pads (1, 2) instead of PyTorch's (2, 2) and shifts the sampling grid,
-    so padding is always explicit here.
+    so padding is always explicit here. Input and kernel are cast to `dtype`; the result is
+    `out_dtype` (default `dtype`): bf16 products accumulate in float32 either way, so a float32
+    `out_dtype` costs nothing but the wider store (used where the output feeds the entropy
+    models or the loss).
     """
 
     features: int
@@ -74,6 +138,9 @@ class TorchConv2d(nn.Module):
     groups: int = 1
     kernel_init: object = None
     bias_init: object = None
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
+    out_dtype: object = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -87,16 +154,19 @@ class TorchConv2d(nn.Module):
         )
         bias = self.param("bias", self.bias_init or torch_default_uniform(fan_in), (self.features,))
         p = self.padding
+        dtype = jnp.dtype(self.dtype)
+        out_dtype = dtype if self.out_dtype is None else jnp.dtype(self.out_dtype)
         y = jax.lax.conv_general_dilated(
-            x,
-            kernel.astype(x.dtype),
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
             window_strides=(self.stride, self.stride),
             padding=((p, p), (p, p)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=self.groups,
-            precision=jax.lax.Precision.HIGHEST,
+            precision=self.precision,
+            preferred_element_type=None if out_dtype == dtype else out_dtype,
         )
-        return y + bias.astype(x.dtype)
+        return y + bias.astype(out_dtype)
 
 
 class TorchConvTranspose2d(nn.Module):
@@ -105,7 +175,7 @@ class TorchConvTranspose2d(nn.Module):
     The kernel is stored as (kH, kW, in, out), the PyTorch (in, out, kH, kW) tensor transposed
     by (2, 3, 0, 1), so official weights convert by a transpose; the spatial flip that turns a
     transposed convolution into a dilated convolution happens here, at call time.
-    Output size: (H - 1) * stride - 2 * padding + k + output_padding.
+    Output size: (H - 1) * stride - 2 * padding + k + output_padding. Computes in `dtype`.
     """
 
     features: int
@@ -114,6 +184,8 @@ class TorchConvTranspose2d(nn.Module):
     padding: int = 0
     output_padding: int = 0
     kernel_init: object = None
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,15 +202,15 @@ class TorchConvTranspose2d(nn.Module):
         lo = k - 1 - self.padding
         hi = k - 1 - self.padding + self.output_padding
         y = jax.lax.conv_general_dilated(
-            x,
-            kernel[::-1, ::-1].astype(x.dtype),
+            x.astype(self.dtype),
+            kernel[::-1, ::-1].astype(self.dtype),
             window_strides=(1, 1),
             padding=((lo, hi), (lo, hi)),
             lhs_dilation=(self.stride, self.stride),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
+            precision=self.precision,
         )
-        return y + bias.astype(x.dtype)
+        return y + bias.astype(self.dtype)
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:

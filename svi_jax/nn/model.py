@@ -18,7 +18,13 @@ import ml_collections
 from svi_jax.nn.context import ContextModel, EntropyParameters
 from svi_jax.nn.entropy_models import EntropyBottleneck
 from svi_jax.nn.hyperprior import HyperAnalysis, HyperSynthesis
-from svi_jax.nn.layers import as_pair
+from svi_jax.nn.layers import (
+    HIGHEST,
+    as_pair,
+    attention_implementation,
+    compute_dtype,
+    matmul_precision,
+)
 from svi_jax.nn.transforms import AnalysisTransform, SynthesisTransform
 
 DOWNSCALE_Y = 16  # g_a reduces each side by 16
@@ -40,6 +46,12 @@ class ProgressiveSIC(nn.Module):
     bottleneck_filters: Sequence[int] = (3, 3, 3, 3)
     remat: bool = False
     attention_chunk_windows: int = 0
+    # Precision policy (layers.py): compute dtype and product precision of every transform,
+    # hyperprior, context and entropy-parameter layer; parameters stay float32, and y, z,
+    # (sigma, mu), x_hat and the bottleneck / Gaussian likelihoods stay float32.
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
+    attention_implementation: str | None = None
 
     @property
     def slice_width(self) -> int:
@@ -61,6 +73,7 @@ class ProgressiveSIC(nn.Module):
             self.mlp_ratio,
             self.remat,
             self.attention_chunk_windows,
+            *self._policy,
         )
         self.gs = SynthesisTransform(
             self.synthesis_dims,
@@ -71,12 +84,19 @@ class ProgressiveSIC(nn.Module):
             self.mlp_ratio,
             self.remat,
             self.attention_chunk_windows,
+            *self._policy,
         )
-        self.ha = HyperAnalysis(self.hyper_channels)
-        self.hs = HyperSynthesis(self.latent_channels)
+        policy = self._policy[:2]
+        self.ha = HyperAnalysis(self.hyper_channels, *policy)
+        self.hs = HyperSynthesis(self.latent_channels, *policy)
+        # float32 at HIGHEST whatever the policy: the factorized density is the z rate
         self.entropy_bottleneck = EntropyBottleneck(self.hyper_channels, self.bottleneck_filters)
-        self.context_model = ContextModel(self.num_slices)
-        self.entropy_parameters = EntropyParameters(self.num_slices)
+        self.context_model = ContextModel(self.num_slices, *policy)
+        self.entropy_parameters = EntropyParameters(self.num_slices, *policy)
+
+    @property
+    def _policy(self) -> tuple:
+        return (self.dtype, self.precision, self.attention_implementation)
 
     # --- entry points -------------------------------------------------------------------
     def analysis(self, x: jax.Array) -> jax.Array:
@@ -145,6 +165,9 @@ def build_model(model_config: ml_collections.ConfigDict) -> ProgressiveSIC:
         bottleneck_filters=tuple(m.bottleneck_filters),
         remat=m.get("remat", False),
         attention_chunk_windows=m.get("attention_chunk_windows", 0),
+        dtype=compute_dtype(m.get("dtype", "float32")),
+        precision=matmul_precision(m.get("precision", "highest")),
+        attention_implementation=attention_implementation(m.get("attention_implementation", "")),
     )
 
 

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from svi_jax.nn.layers import TorchConv2d, layer_norm, linear
+from svi_jax.nn.layers import HIGHEST, TorchConv2d, layer_norm, linear
 from svi_jax.nn.swin import swin_blocks
 
 
@@ -32,29 +32,37 @@ def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
 
 class PatchMerging(nn.Module):
     out_dim: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = layer_norm("norm")(patch_merge(x))
-        return linear(self.out_dim, use_bias=False, name="reduction")(x)
+        x = layer_norm("norm", self.dtype)(patch_merge(x))
+        return linear(self.out_dim, False, "reduction", self.dtype, self.precision)(x)
 
 
 class PatchReverseMerging(nn.Module):
     out_dim: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = layer_norm("norm")(pixel_shuffle(x, 2))
-        return linear(self.out_dim, use_bias=False, name="increment")(x)
+        x = layer_norm("norm", self.dtype)(pixel_shuffle(x, 2))
+        return linear(self.out_dim, False, "increment", self.dtype, self.precision)(x)
 
 
 class PatchEmbed(nn.Module):
     embed_dim: int
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = TorchConv2d(self.embed_dim, kernel_size=2, stride=2, name="proj")(x)
-        return layer_norm("norm")(x)
+        conv = TorchConv2d(
+            self.embed_dim, 2, 2, dtype=self.dtype, precision=self.precision, name="proj"
+        )
+        return layer_norm("norm", self.dtype)(conv(x))
 
 
 def _check_divisible(h: int, w: int, factor: int, what: str) -> None:
@@ -66,7 +74,13 @@ def _check_divisible(h: int, w: int, factor: int, what: str) -> None:
 
 
 class _SwinStack(nn.Module):
-    """Fields shared by both transforms (per-stage lists, outermost stage first)."""
+    """Fields shared by both transforms (per-stage lists, outermost stage first).
+
+    `dtype`/`precision`: the compute policy of every layer (layers.py). Whatever `dtype`, the
+    analysis returns y in float32 (its last LayerNorm computes in float32: y is rounded and its
+    likelihoods are the rates) and the synthesis returns x_hat in float32 (its last conv
+    accumulates and stores in float32: the clamp and the distortion see full precision).
+    """
 
     embed_dims: Sequence[int]
     depths: Sequence[int]
@@ -76,6 +90,16 @@ class _SwinStack(nn.Module):
     mlp_ratio: float = 4.0
     remat: bool = False
     chunk_windows: int = 0
+    dtype: object = jnp.float32
+    precision: jax.lax.Precision = HIGHEST
+    attention_implementation: str | None = None
+
+    def _policy(self) -> dict:
+        return {
+            "dtype": self.dtype,
+            "precision": self.precision,
+            "attention_implementation": self.attention_implementation,
+        }
 
 
 class AnalysisTransform(_SwinStack):
@@ -85,12 +109,14 @@ class AnalysisTransform(_SwinStack):
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.embed_dims)
         _check_divisible(x.shape[1], x.shape[2], 2**n, "the analysis transform")
-        x = PatchEmbed(self.embed_dims[0], name="patch_embed")(x)
+        x = PatchEmbed(self.embed_dims[0], self.dtype, self.precision, name="patch_embed")(x)
         h0, w0 = self.construction_hw
         for i in range(n):
             stage_hw = (h0 // 2 ** (i + 1), w0 // 2 ** (i + 1))
             if i > 0:
-                x = PatchMerging(self.embed_dims[i], name=f"layers_{i}_downsample")(x)
+                x = PatchMerging(
+                    self.embed_dims[i], self.dtype, self.precision, name=f"layers_{i}_downsample"
+                )(x)
             x = swin_blocks(
                 x,
                 self.depths[i],
@@ -101,8 +127,9 @@ class AnalysisTransform(_SwinStack):
                 name=f"layers_{i}_blocks",
                 remat=self.remat,
                 chunk_windows=self.chunk_windows,
+                **self._policy(),
             )
-        return layer_norm("norm")(x)
+        return layer_norm("norm", jnp.float32)(x)  # y stays float32 (see _SwinStack)
 
 
 class SynthesisTransform(_SwinStack):
@@ -125,7 +152,19 @@ class SynthesisTransform(_SwinStack):
                 name=f"layers_{i}_blocks",
                 remat=self.remat,
                 chunk_windows=self.chunk_windows,
+                **self._policy(),
             )
             out_dim = self.embed_dims[i + 1] if i + 1 < n else self.embed_dims[-1]
-            x = PatchReverseMerging(out_dim, name=f"layers_{i}_upsample")(x)
-        return TorchConv2d(3, kernel_size=3, padding=1, name="outconv")(x)
+            x = PatchReverseMerging(
+                out_dim, self.dtype, self.precision, name=f"layers_{i}_upsample"
+            )(x)
+        out = TorchConv2d(
+            3,
+            kernel_size=3,
+            padding=1,
+            dtype=self.dtype,
+            precision=self.precision,
+            out_dtype=jnp.float32,  # x_hat in float32 (see _SwinStack)
+            name="outconv",
+        )
+        return out(x)
