@@ -26,7 +26,7 @@ import numpy as np
 
 from svi_jax.nn.model import build_model, init_params
 
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: stacked (scanned) Swin blocks, integer entropy model digest
 EXPORT_SUBDIR = "export"
 # Model-config fields that change how a step is executed, not what the model computes: they
 # stay out of the hash so a checkpoint trained with remat decodes files of one trained without.
