@@ -1,4 +1,4 @@
-"""Functional forward passes of progressive SIC: training at level l and the test pass (SPEC §3).
+"""Functional forward passes of progressive SIC: training at level l, the test pass (MODEL.md §3).
 
 The level is a traced integer: channels are selected with masks (`c < slice_width * level`),
 never with Python slicing, so one compilation serves all levels. Every random draw can be
@@ -96,7 +96,7 @@ def rate_terms(
     num_slices: int,
     num_pixels: int,
 ) -> RateTerms:
-    """Bits per pixel (SPEC §3.7): sum(-log2 L) / (H*W) / B.
+    """Bits per pixel (MODEL.md §3.7): sum(-log2 L) / (H*W) / B.
 
     `y_lik` feeds bpp_y/bpp_ys (noisy in training); per-slice values use `y_lik_round`.
     `num_pixels` is the H*W the rate is divided by (the unpadded size for evaluation).
@@ -201,7 +201,7 @@ def train_forward(
         "z_likelihoods": z_lik,
     }
     if reencode:
-        # SPEC §3.8: means over the 1 + M terms (the syntactic sample term is 0)
+        # MODEL.md §3.8: means over the 1 + M terms (the syntactic sample term is 0)
         out["synonym_distance"] = jnp.mean(dec.synonym)
         out["sample_distance"] = jnp.mean(dec.sample)
     return out
@@ -227,7 +227,7 @@ def decode_samples(
 
     y_hat (B, h, w, C): the transmitted latent; latents, sampled (K, B, h, w, C): the decoded
     latents and the detail values they hold; transmitted (K,) int: channels [0, transmitted_k)
-    come from y_hat (SPEC §3.8's synonym distance), the others were sampled (sample distance;
+    come from y_hat (MODEL.md §3.8's synonym distance), the others were sampled (sample distance;
     0 when none). `remat` wraps the iteration in jax.checkpoint: backprop stores only its
     inputs and recomputes its activations, so memory is one sample's whatever K (the cost is
     one more forward of g_s and g_a per sample). Without `reencode` the distances are 0.

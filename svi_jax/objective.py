@@ -1,4 +1,4 @@
-"""The SVI objective (SPEC §4) and the warming loss, on top of `svi_jax.forward`.
+"""The SVI objective (MODEL.md §4) and the warming loss, on top of `svi_jax.forward`.
 
 L = w_syn * [lambda_16 MSE(x, x_syn) + gamma_16 LPIPS(x, x_syn) + beta_16 (bpp_y + bpp_z)]
   + w_sem * [lambda_l E_j MSE(x, x_j) + gamma_l E_j LPIPS(x, x_j) + beta_l (bpp_ys + bpp_z)]
@@ -122,7 +122,7 @@ def warming_loss(
     noise_y: jax.Array,
     noise_z: jax.Array,
 ) -> tuple[jax.Array, dict]:
-    """Warming (SPEC §4): 2048 MSE + 8 LPIPS + (std_s - min_s)(bpp_s) + bpp_y + bpp_z.
+    """Warming (MODEL.md §4): 2048 MSE + 8 LPIPS + (std_s - min_s)(bpp_s) + bpp_y + bpp_z.
 
     No sampling, no re-encoding; the per-slice rates use the noisy likelihoods, as the official
     `warming` does.

@@ -16,7 +16,7 @@ from its cut edges when:
   conv adds 1 px. For the 256-px construction size (tiny and paper configs) it is 16 latent
   rows (256 px) for g_a and 12 latent rows (177 px rounded up) for g_s; one row less changes
   the result (tests/test_large_images.py).
-- Windows follow SPEC §2's construction-size rule (as svi_jax/nn/swin.py): a stage whose
+- Windows follow MODEL.md §2's construction-size rule (as svi_jax/nn/swin.py): a stage whose
   construction grid is no larger than the window is one unshifted window of that grid.
 Only the model config is read here, never module internals.
 
@@ -44,7 +44,7 @@ TILE_CHUNK_WINDOWS = 256  # attention windows per chunk in tiles (model.attentio
 # config at 2 and 4 MP: g_a 3.06, g_s 3.13; paper config at 0.5 and 1 MP: g_a 2.97, g_s 3.1.
 ACTIVATION_FACTOR = 3.3
 LOGITS_FACTOR = 1.0  # unchunked: measured tiny g_a +950 B/px over chunked = 0.93 logits tensors
-OUTCONV_REACH_PX = 1  # g_s's final 3x3 conv (SPEC §2; an architecture constant, not a field)
+OUTCONV_REACH_PX = 1  # g_s's final 3x3 conv (MODEL.md §2; an architecture constant, not a field)
 COMPILE_COST_PX = 3_000_000  # one compilation costs about as much as 3 MP of tiny g_a on CPU
 
 
@@ -85,7 +85,7 @@ class Geometry:
 
 
 def _stage_window(model: ProgressiveSIC, scale: int) -> tuple[int, int]:
-    """(window, shift of the odd blocks) of a stage at 1/scale of the image (SPEC §2)."""
+    """(window, shift of the odd blocks) of a stage at 1/scale of the image (MODEL.md §2)."""
     h0, w0 = model.construction_hw
     side = min(h0 // scale, w0 // scale)
     if side <= model.window:

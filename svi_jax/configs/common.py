@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.window = 8  # Swin window side, in tokens
     m.mlp_ratio = 4.0  # Swin MLP hidden width / embed dim
     m.construction_size = (256, 256)  # image size the official blocks are built for (px);
-    # window/shift decisions come from it, never from the runtime size (SPEC §2)
+    # window/shift decisions come from it, never from the runtime size (MODEL.md §2)
     m.bottleneck_filters = (3, 3, 3, 3)  # factorized-prior density network widths
     m.remat = False  # rematerialise Swin blocks in backprop (memory for compute)
     m.attention_chunk_windows = 0  # windows per attention chunk under jax.checkpoint (0: all);
@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     l.balance_chunk_weight = 4.0  # weight of -bpp_{slice l} when balance_rate
     l.lpips_dropout = False  # official train-mode LPIPS (Dropout p=0.5 on the heads)
 
-    config.phase = "main"  # "warming" | "main" | "gan" (SPEC §4), or a sequence run in order in
+    config.phase = "main"  # "warming" | "main" | "gan" (MODEL.md §4), or a sequence run in order in
     # one train.py, e.g. "warming,main": each phase in workdir/<phase>, starting from the
     # previous one's export; the last export is copied to workdir/export
     config.phase_overrides = ml_collections.ConfigDict()  # <phase>.<section>.<field>: values

@@ -1,9 +1,30 @@
-"""The paper's progressive SIC configuration (official ProgSIC hyperparameters, SPEC §2 and §4).
+"""The paper's progressive SIC (official ProgSIC hyperparameters, docs/MODEL.md §2 and §4).
 
 Model: about 87.2M parameters (87,211,843 with the bottleneck quantiles).
-Run:  python train.py --config configs/paper.py --workdir runs/paper \
-        --config.data.train=/path/to/images
-Expect: ~1M steps at global batch 16 (8 devices x 2) of 256x256 crops for the paper's curves.
+
+The three-phase recipe, as the official code trains it (each phase in its own workdir, each
+started from the previous one's export; re-running a command resumes it):
+
+  python train.py --config configs/paper.py --workdir runs/paper/warming \
+      --config.phase=warming --config.data.batch_size=8 --config.train.num_steps=2000 \
+      --config.data.train=/data/train --config.data.val=/data/val
+  python train.py --config configs/paper.py --workdir runs/paper/main --config.phase=main \
+      --config.train.init_from=runs/paper/warming \
+      --config.data.train=/data/train --config.data.val=/data/val
+  python train.py --config configs/paper.py --workdir runs/paper/gan --config.phase=gan \
+      --config.train.init_from=runs/paper/main --config.train.num_steps=200000 \
+      --config.data.train=/data/train --config.data.val=/data/val
+  python eval.py --checkpoint runs/paper/gan --data /data/kodak --out runs/paper/eval_kodak
+
+Hardware and time: the paper trains at global batch 16 (8 GPUs x 2) on 256x256 crops for about
+1M main steps. The official PyTorch step (batch 2, M = 5) takes 0.283 s on one H200, so the
+main phase is about 3.3 days on 8 such GPUs at the official speed (benchmarks/train_step.py
+prints ours beside it). On a 2-core CPU one step takes about a minute (a smoke test only).
+Precision: bfloat16 compute on GPU/TPU and float32 on CPU (`model.dtype = "auto"`);
+rematerialised Swin blocks on CPU only (`model.remat = "auto"`).
+Expected results: the paper reports its rate-distortion-perception curves (bpp vs PSNR,
+MS-SSIM, LPIPS, DISTS, FID, KID on Kodak, CLIC2020 and DIV2K) as figures; no per-level table is
+shipped here (see README, "Evaluation": `eval.py --compare` draws any results.json beside yours).
 """
 
 import ml_collections
@@ -25,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     # bf16 compute on accelerators (GPU, TPU), float32 on CPU (XLA:CPU runs bf16 products
     # slower than float32); resolved from jax.default_backend() when the model is built
     m.dtype = "auto"
+    with m.ignore_type():  # True | False | "auto" (on for CPU only: paper step 10.3 GiB there)
+        m.remat = "auto"
     m.precision = "default"  # float32 products may take the backend's fast path (TF32)
     config.data.batch_size = 16  # global batch: 8 devices x 2 (paper)
     config.data.crop_size = 256  # 256x256 random crops, no flips

@@ -2,7 +2,7 @@
 
 Per image: the codec encodes once (`Codec.compress`, every level in one .sic file); the real
 rate of level l is the size of `truncate(data, l)`; the file is entropy-decoded once (the
-prefix property, SPEC §5: the first l slices of the full decode ARE the level-l decode), then
+prefix property, MODEL.md §5: the first l slices of the full decode ARE the level-l decode), then
 all (level, seed) syntheses run in fixed-size batches. The estimated rate (−log2 P of round(y)
 and ẑ, as the official `test`) comes from one jitted pass. Metrics are on the original H×W,
 8-bit images; the metric networks are one jitted function (compiled once per image shape).
@@ -61,7 +61,7 @@ class EvalSettings:
     metric_batch: int = 4  # reconstructions per metric-network call
     grid_images: int = 3  # images shown in the reconstruction grid
     grid_seeds: int = 2  # seeds per image in the grid (extra syntheses if > samples)
-    fid_patch_sizes: tuple[int, ...] = (299, 256)  # SPEC §6 and HiFiC's FID/256
+    fid_patch_sizes: tuple[int, ...] = (299, 256)  # MODEL.md §6 and HiFiC's FID/256
     kid_subsets: int = 100
     kid_subset_size: int = 500
 

@@ -10,9 +10,9 @@ Definitions (METRICS.md §3):
   * KID = mean ± population std (ddof 0) of the unbiased polynomial-kernel MMD² over random
     subsets, k(u, v) = (u·v / d + 1)³, torch-fidelity's subset scheme
     (`np.random.RandomState(seed)`, then for each subset `choice(n_a, m)` followed by
-    `choice(n_b, m)`, without replacement). SPEC §6 asks for 100 subsets of 500; the subset
+    `choice(n_b, m)`, without replacement). MODEL.md §6 asks for 100 subsets of 500; the subset
     size is clipped to the number of available features.
-  * Patches (SPEC §6, HiFiC "FID/256"): every image is cut into a non-overlapping grid of
+  * Patches (MODEL.md §6, HiFiC "FID/256"): every image is cut into a non-overlapping grid of
     p×p patches, then, if both sides are ≥ 1.5·p, again after dropping p//2 rows and columns
     at the top-left (the half-patch-shifted grid, as NeuralCompression's `update_patch_fid`).
 
@@ -204,7 +204,7 @@ def fid_kid_from_images(
     kid_subset_size: int = 500,
     seed: int = 2020,
 ) -> dict[str, float]:
-    """Patch FID and KID between originals and reconstructions (SPEC §6).
+    """Patch FID and KID between originals and reconstructions (MODEL.md §6).
 
     Returns {"fid", "kid_mean", "kid_std", "num_patches"}.
     """

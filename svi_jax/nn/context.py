@@ -1,4 +1,4 @@
-"""Slice-autoregressive context model and the grouped entropy-parameter network (SPEC §2).
+"""Slice-autoregressive context model and the grouped entropy-parameter network (MODEL.md §2).
 
 Channel order is the official one so checkpoints convert by transposes:
 - context conv output c_o belongs to slice c_o // (2*W) (W = slice width); after the conv the

@@ -1,4 +1,4 @@
-"""Conditional PatchGAN discriminator for the GAN fine-tune (SPEC §4, HiFiC-style).
+"""Conditional PatchGAN discriminator for the GAN fine-tune (MODEL.md §4, HiFiC-style).
 
 D(x, y_hat, l): y_hat[..., :W*l] -> level-specific Conv(W*l -> 12, k3, reflect pad) ->
 LeakyReLU(0.2) -> nearest x16 upsample, concatenated with the image (3 + 12 channels) ->

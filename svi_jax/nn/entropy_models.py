@@ -1,6 +1,6 @@
 """Entropy models: factorized-prior bottleneck for z and the Gaussian conditional for y.
 
-Both follow CompressAI 1.2.4 numerically (SPEC §2), including its custom gradients:
+Both follow CompressAI 1.2.4 numerically (MODEL.md §2), including its custom gradients:
 - `ste_round`: value round(x), gradient identity.
 - `lower_bound`: forward max(x, b); backward passes the gradient where x >= b or where the
   incoming gradient is negative (it would push x up towards the bound), else 0.

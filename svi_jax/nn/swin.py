@@ -1,6 +1,6 @@
 """Swin-v1 blocks as the official ProgSIC uses them (pre-norm, window attention, shifted windows).
 
-Faithfulness notes (SPEC §2, reference README §7):
+Faithfulness notes (docs/MODEL.md §2; the official reference data exercises exactly these):
 - Window size and shift are decided once from the *construction* resolution (the 256x256
   training crop), never from the runtime size: a block built for a grid larger than the window
   keeps shift = window/2 even when the runtime grid is smaller than the window.

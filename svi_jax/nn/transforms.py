@@ -1,4 +1,4 @@
-"""Analysis g_a (image -> y, /16) and synthesis g_s (y -> image, x16) Swin transforms (SPEC §2)."""
+"""Analysis g_a (image -> y, /16) and synthesis g_s (y -> image, x16) transforms (MODEL.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Optimisers (SPEC §4): one optax.multi_transform with explicit labels.
+"""Optimisers (MODEL.md §4): one optax.multi_transform with explicit labels.
 
 * "model": every parameter but the bottleneck quantiles, driven by the phase's main loss:
   AdamW 1e-4, betas (0.9, 0.999), eps 1e-8, wd 5e-5, after global-norm clipping at 0.5

@@ -1,4 +1,4 @@
-"""Pure, jitted, donated training steps for the three phases (SPEC §4).
+"""Pure, jitted, donated training steps for the three phases (MODEL.md §4).
 
 `state` is a dict pytree: {"step", "rng", "params", "opt_state"} (+ "disc" in the GAN phase:
 {"params", "stats", "opt_state"}). `step(state, batch) -> (state, metrics)`:

@@ -2,7 +2,7 @@
 
 Accepted inputs: a `.npz` of arrays keyed by the official state_dict names (optionally with a
 `w/` prefix, as in the reference files), a `.pth`/`.pt` file (read without torch by
-`svi_jax.weights.torch_file`), or a plain dict of arrays. Conversion is transposes only (SPEC:
+`svi_jax.weights.torch_file`), or a plain dict of arrays. Conversion is transposes only (MODEL.md:
 channel order is kept): Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO; ConvTranspose2d
 (in, out, kH, kW) -> (kH, kW, in, out) (the spatial flip happens in the layer, not here).
 Buffers that are rebuilt from the config (Swin attention masks and position indices, the
