@@ -11,7 +11,7 @@ Functions (all lowered on abstract arguments, nothing runs):
                               device batch 2 of the config's crop, M = config.loss.num_samples
   eval/validation             the training loop's validation pass (test_forward + LPIPS)
   eval/estimated_bits, eval/synthesize   the evaluation runner's jitted passes
-  codec/analyze, codec/hyper, codec/reconstruct, codec/slice_prologue, codec/wavefront_step
+  codec/analyze, codec/reconstruct (the codec's entropy path is integer numpy: not jitted)
 
 Columns: trace_s, lower_s, compile_s (wall-clock seconds: a loaded shared CPU gives noisy
 numbers, compare ratios), cpu_s (CPU seconds of the compilation, all threads: steadier),
@@ -29,12 +29,11 @@ import jax
 import jax.numpy as jnp
 
 from svi_jax.codec import api as codec_api
-from svi_jax.codec import wavefront
 from svi_jax.configs import paper, tiny
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
 from svi_jax.metrics.lpips import load_lpips_params
-from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, build_model, init_params
+from svi_jax.nn.model import DOWNSCALE_Y, build_model, init_params
 from svi_jax.training import steps
 from svi_jax.training.validation import Validator
 
@@ -79,7 +78,7 @@ def functions(name: str):
         {},
     )
     h, w = EVAL_HW[name]
-    c, width, s = model.latent_channels, model.slice_width, model.num_slices
+    c = model.latent_channels
     lh, lw = h // DOWNSCALE_Y, w // DOWNSCALE_Y
     n = runner.default_synthesis_batch()
     yield "eval/estimated_bits", runner._estimated_bits, (model, params, sds((1, h, w, 3))), {}
@@ -97,10 +96,7 @@ def functions(name: str):
         {},
     )
     medians = sds((model.hyper_channels,))
-    zh, zw = h // DOWNSCALE_Z, w // DOWNSCALE_Z
     yield "codec/analyze", codec_api._analyze, (model, params, sds((1, h, w, 3)), medians), {}
-    z_sym = sds((zh, zw, model.hyper_channels), jnp.int32)
-    yield "codec/hyper", codec_api._hyper, (model, params, z_sym, medians), {}
     level = sds((), jnp.int32)
     latent, hyper = sds((lh, lw, c)), sds((lh, lw, 2 * c))
     yield (
@@ -109,22 +105,8 @@ def functions(name: str):
         (model, params, latent, hyper, level, latent),
         {},
     )
-    cparams = wavefront.coding_params(params)
-    yield (
-        "codec/slice_prologue",
-        wavefront.slice_prologue,
-        (cparams, latent, hyper, level),
-        {"num_slices": s},
-    )
-    rows, _ = wavefront.wavefront_schedule(lh, lw)
-    pos = sds((rows.shape[1],), jnp.int32)
-    yield (
-        "codec/wavefront_step",
-        wavefront.wavefront_step,
-        (cparams, sds((lh, lw, width)), sds((lh, lw, 2 * width)), sds((lh, lw, 2 * width)))
-        + (pos, pos, level),
-        {"num_slices": s},
-    )
+    # The entropy path (h_s, context, entropy parameters) is the integer model on the host
+    # (svi_jax/codec/integer_model.py): numpy, nothing to compile.
 
 
 def main() -> None:

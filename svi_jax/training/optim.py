@@ -6,6 +6,10 @@
 * "aux": the entropy-bottleneck quantiles, driven by the aux loss: AdamW 1e-3, wd 5e-5.
 The gradient fed to the optimiser takes each leaf from the loss of its label
 (`combine_grads`), so no leaf is moved by the other loss.
+The model's transform runs on one flattened vector (`optax.flatten`): Adam is elementwise and
+the clipping norm global, so the update is the same, but the graph holds one update instead of
+one per parameter leaf (tiny main step: 35,214 -> 29,834 HLO instructions, 58,030 -> 48,820
+after XLA's passes, compile CPU 35.5 s -> 31.3 s; benchmarks/compile.py).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def make_optimizer(config: ml_collections.ConfigDict, params, phase: str):
     o = config.optim
     aux = optax.adamw(o.aux_lr, o.b1, o.b2, o.eps, weight_decay=o.aux_weight_decay)
     labels = param_labels(params)
-    tx = optax.multi_transform({MODEL: model_optimizer(config, phase), AUX: aux}, labels)
+    model_tx = optax.flatten(model_optimizer(config, phase))
+    tx = optax.multi_transform({MODEL: model_tx, AUX: aux}, labels)
     return tx, labels
 
 
