@@ -9,7 +9,7 @@ Functions (all lowered on abstract arguments, nothing runs):
   init_params                 model parameters through one jit
   step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
                               device batch 2 of the config's crop, M = config.loss.num_samples
-  eval/validation             the training loop's validation pass (test_forward + LPIPS)
+  eval/validation             the training loop's validation pass (evaluation_pass + LPIPS)
   eval/estimated_bits, eval/synthesize   the evaluation runner's jitted passes
   codec/analyze, codec/reconstruct (the codec's entropy path is integer numpy: not jitted)
 

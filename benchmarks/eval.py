@@ -2,7 +2,7 @@
 
 "ours" is the network work eval.py does per image: one pass of g_a, h_a, h_s and the context
 model for the rate estimate, then the 16 level syntheses in one batch (`--synthesis-batch`).
-"official" is the official protocol: 16 separate `test` passes (svi_jax.test_forward, level
+"official" is the official protocol: 16 separate `test` passes (svi_jax.evaluation_pass, level
 traced so one compilation serves all levels; each pass runs g_a, h_a, h_s, context, g_s and the
 re-analysis of the reconstruction); each pass returns everything the official `test()` returns
 (reconstruction, latents, rates, likelihoods, synonym/sample distances), so XLA cannot drop the
@@ -92,7 +92,7 @@ def main() -> None:
         return out
 
     # Everything the official test() returns, so no part of its work is dead code.
-    official_pass = jax.jit(lambda p, x, level, u: svi_jax.test_forward(model, p, x, level, u))
+    official_pass = jax.jit(lambda p, x, level, u: svi_jax.evaluation_pass(model, p, x, level, u))
 
     def official():
         return [official_pass(params, x, jnp.int32(lv), uniform[None]) for lv in levels]

@@ -6,10 +6,10 @@ from svi_jax.forward import (
     crop_to,
     draw_train_noise,
     encode_latents,
+    evaluation_pass,
     pad_to_multiple,
     rate_terms,
     sample_details,
-    test_forward,
     train_forward,
 )
 from svi_jax.nn.model import ProgressiveSIC, build_model, init_params
@@ -30,6 +30,7 @@ __all__ = [
     "crop_to",
     "draw_train_noise",
     "encode_latents",
+    "evaluation_pass",
     "export_official_state_dict",
     "import_official_state_dict",
     "init_params",
@@ -38,7 +39,6 @@ __all__ = [
     "rate_terms",
     "sample_details",
     "svi_loss",
-    "test_forward",
     "train_forward",
     "warming_loss",
 ]

@@ -252,7 +252,7 @@ def decode_samples(
     return DecodedSamples(*out)
 
 
-def test_forward(
+def evaluation_pass(
     model: ProgressiveSIC,
     params: dict,
     x: jax.Array,

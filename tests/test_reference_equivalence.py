@@ -109,7 +109,7 @@ def test_test_pass_every_level(setup):
     """The official test(): reconstruction, rates and distances per level, one compilation."""
     ref, tol, cfg, model, params = setup
     x = nhwc(ref["x"])
-    fn = jax.jit(lambda p, x, level, u: svi_jax.test_forward(model, p, x, level, u))
+    fn = jax.jit(lambda p, x, level, u: svi_jax.evaluation_pass(model, p, x, level, u))
     for level in levels_of(ref):
         u = detail_uniform_full(ref[f"noise_u/l{level}"], ref["y"].shape, level, model.slice_width)
         out = fn(params, x, jnp.int32(level), u)

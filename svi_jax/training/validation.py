@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svi_jax.data.image_io import DataError, eval_images
-from svi_jax.forward import latent_shapes, pad_to_multiple, test_forward
+from svi_jax.forward import evaluation_pass, latent_shapes, pad_to_multiple
 from svi_jax.metrics.lpips import lpips_distance
 from svi_jax.objective import level_weights
 
@@ -61,7 +61,7 @@ class Validator:
             logger.info("tracing the validation pass for %s (image %s)", x.shape, hw)
             y_shape, _ = latent_shapes(model, x.shape)
             u = jax.random.uniform(key, (self.num_samples * y_shape[0], *y_shape[1:]))
-            out = test_forward(model, params, x, level, u, num_pixels=hw[0] * hw[1])
+            out = evaluation_pass(model, params, x, level, u, num_pixels=hw[0] * hw[1])
             x_hat = out["x_hat"]
             x_rep = jnp.tile(x, (self.num_samples, 1, 1, 1))
             crop = lambda a: a[:, : hw[0], : hw[1]]
