@@ -4,6 +4,7 @@ the plan follows the memory budget, and an image over budget fails before any wo
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -163,10 +164,12 @@ def test_over_budget_fails_before_any_work(model_params, monkeypatch):
     # The decoder refuses from the header alone, before decoding a symbol.
     codec = Codec.__new__(Codec)
     codec.model, codec.model_hash = model, bytes(32)
-    header = fmt.Header(bytes(32), 4000, 6000, 16, 16, 0)
+    codec.entropy = types.SimpleNamespace(digest=bytes(8))  # the header's digest matches
+    header = fmt.Header(bytes(32), bytes(8), 4000, 6000, 16, 16, 0)
     monkeypatch.setattr(api, "StreamDecoder", no_work)
+    segment = fmt.Segment(b"\0", 0)
     with pytest.raises(tiling.MemoryBudgetError, match="g_s"):
-        codec.decode_symbols(fmt.pack(header, b"\0", [b"\0"] * 16))
+        codec.decode_symbols(fmt.pack(header, segment, [segment] * 16))
     monkeypatch.setenv(tiling.BUDGET_ENV, "lots")
     with pytest.raises(DataError, match="SVI_MEMORY_BUDGET_GIB"):
         tiling.memory_budget()
