@@ -286,6 +286,7 @@ def test_compare_loader_and_replot(e2e, tmp_path):
     assert rc == 0 and (tmp_path / "rd_psnr.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monkeypatch, capsys):
     """--inception with an Inception weights file (pytorch-fid's layout, seeded random values
     here) scores the 299- and 256-px patches; a file that is not one is a one-line error

@@ -149,6 +149,7 @@ def test_one_compilation_serves_all_levels(tiny_model):
     assert len(set(values)) > 1  # the level really changes the loss
 
 
+@pytest.mark.slow
 def test_optax_steps_lower_the_svi_loss(tiny_model):
     cfg, model, params = tiny_model
     lpips_params = load_lpips_params("alex")

@@ -180,12 +180,14 @@ def learning_runs():
     return runs
 
 
+@pytest.mark.slow
 def test_bfloat16_step_loss_within_one_percent_of_float32(learning_runs):
     loss32, loss16 = learning_runs["float32"][0], learning_runs["bfloat16"][0]
     assert np.isfinite(loss16)
     assert abs(loss16 - loss32) <= 0.01 * abs(loss32), (loss16, loss32)
 
 
+@pytest.mark.slow
 def test_bfloat16_learns_as_well_as_float32(learning_runs):
     _, before32, after32 = learning_runs["float32"]
     _, before16, after16 = learning_runs["bfloat16"]

@@ -186,6 +186,7 @@ TRAIN_SCALARS = (
 
 
 @pytest.mark.parametrize("mode", ["train_lpipseval", "train"])
+@pytest.mark.slow
 def test_train_pass_loss_and_gradients(setup, mode):
     """Training forward + backward: every scalar, the detail samples and the gradient norms.
 

@@ -175,6 +175,7 @@ def test_preflight_names_the_bad_input(tmp_path):
     assert not (tmp_path / "run").exists()  # checking writes nothing
 
 
+@pytest.mark.slow
 def test_validation_images_below_64_px_are_padded(tmp_path):
     """1x50, 10x10 and 20x30 validation images: validated (padded as the codec pads) and
     exported; no late crash (one tiny training step)."""

@@ -105,6 +105,7 @@ def test_bad_data_folder_raises_clear_error(tmp_path):
         train_and_evaluate(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_embedded_default_end_to_end(tmp_path):
     """`python train.py` (the embedded default: warming then main) with reduced step counts."""
     workdir = tmp_path / "tiny"

@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = os.environ.get(
@@ -49,6 +50,7 @@ def run(devices: int, workdir: pathlib.Path):
     return losses, params
 
 
+@pytest.mark.slow
 def test_one_device_equals_four_devices(tmp_path):
     import jax
 

@@ -10,6 +10,7 @@ import tempfile
 
 import jax
 import numpy as np
+import pytest
 
 from svi_jax.configs import tiny
 from svi_jax.tracing import trace_count
@@ -49,6 +50,7 @@ def test_warming_one_step(tmp_path):
     assert result["step"] == 1 and (tmp_path / "checkpoints" / "1").exists()
 
 
+@pytest.mark.slow
 def test_gan_phase_starts_from_previous_phase_and_steps(tmp_path):
     main_dir = tmp_path / "main"
     train_and_evaluate(one_step_config("warming"), main_dir)  # stands for the previous phase
