@@ -14,11 +14,12 @@ scripts: the benchmarks folder is on sys.path).
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 
 import jax
+
+from svi_jax.graph_size import product_flops
 
 # Official ProgSIC (PyTorch, fp32 as shipped, cuDNN deterministic), measured for issue 9:
 # train step = batch 2, 256x256, M = 5, main phase; test() = one level of a 768x512 image.
@@ -94,16 +95,9 @@ def jaxpr_flops(jaxpr) -> float:
     total = 0.0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name in ("dot_general", "conv_general_dilated"):
-            lhs, rhs = (v.aval for v in eqn.invars[:2])
-            out = eqn.outvars[0].aval
-            if name == "dot_general":
-                (contract, _), _ = eqn.params["dimension_numbers"]
-                inner = math.prod(lhs.shape[d] for d in contract)
-            else:
-                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
-                inner = math.prod(rhs.shape[d] for d in spec[1:])
-            total += 2.0 * math.prod(out.shape) * inner
+        flops = product_flops(eqn)
+        if flops is not None:
+            total += flops
             continue
         subs = []
         for value in eqn.params.values():

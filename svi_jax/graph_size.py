@@ -10,6 +10,7 @@ the graph again (a Python loop over blocks or samples) fails CI. Only API presen
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 
@@ -24,6 +25,22 @@ _INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?[\w.\-]+ = ", re.MULTILINE)
 def hlo_instruction_count(hlo_text: str) -> int:
     """Number of instructions in an HLO module's text (all computations, fusions included)."""
     return len(_INSTRUCTION.findall(hlo_text))
+
+
+def product_flops(eqn) -> float | None:
+    """2*M*N*K FLOPs of a jaxpr equation that is a dot_general or a convolution, else None
+    (sub-jaxprs are the caller's: this looks at one equation)."""
+    name = eqn.primitive.name
+    if name not in ("dot_general", "conv_general_dilated"):
+        return None
+    lhs, rhs = (v.aval for v in eqn.invars[:2])
+    if name == "dot_general":
+        (contract, _), _ = eqn.params["dimension_numbers"]
+        inner = math.prod(lhs.shape[d] for d in contract)
+    else:
+        spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+        inner = math.prod(rhs.shape[d] for d in spec[1:])
+    return 2.0 * math.prod(eqn.outvars[0].aval.shape) * inner
 
 
 def abstract(tree):

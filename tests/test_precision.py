@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 
 import svi_jax
 from svi_jax.configs import tiny
+from svi_jax.graph_size import product_flops
 from svi_jax.metrics.lpips import load_lpips_params
 from svi_jax.nn.layers import compute_dtype, matmul_precision
 from svi_jax.nn.model import ProgressiveSIC
@@ -44,21 +43,14 @@ def _products(jaxpr):
     included; the dtype is bfloat16 when either operand is or the algorithm is BF16_BF16_F32
     (dot_product_attention's products, and their transposes with float32 cotangents)."""
     for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name in ("dot_general", "conv_general_dilated"):
-            lhs, rhs = (v.aval for v in eqn.invars)
-            out = eqn.outvars[0].aval
-            if name == "dot_general":
-                (contract, _), _ = eqn.params["dimension_numbers"]
-                inner = math.prod(lhs.shape[d] for d in contract)
-            else:
-                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
-                inner = math.prod(rhs.shape[d] for d in spec[1:])
+        flops = product_flops(eqn)
+        if flops is not None:
+            lhs, rhs = (v.aval for v in eqn.invars[:2])
             prec = eqn.params["precision"]
             prec = prec[0] if isinstance(prec, tuple) else prec
             bf16 = jnp.bfloat16 in (lhs.dtype, rhs.dtype) or "BF16" in str(prec)
             dtype = jnp.dtype(jnp.bfloat16 if bf16 else lhs.dtype)
-            yield dtype, prec, 2 * math.prod(out.shape) * inner
+            yield dtype, prec, flops
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 if hasattr(sub, "eqns"):
