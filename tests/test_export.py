@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+import chex
 import jax
-import numpy as np
 import pytest
 
 import svi_jax
@@ -31,10 +31,7 @@ def test_round_trip_from_workdir(tmp_path, tiny_params):
     cfg2, params2, digest = load_exported_model(tmp_path / "run")
     assert json.loads(cfg2.model.to_json()) == json.loads(cfg.model.to_json())
     assert digest == params_hash(params, cfg)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(params2), jax.tree_util.tree_leaves(params), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(params2, params)
 
 
 def test_hash_ignores_execution_only_fields_but_not_weights(tiny_params):

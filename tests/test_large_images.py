@@ -71,7 +71,7 @@ def test_geometry_of_the_shipped_configs():
     ga, gs = tiling.analysis_geometry(model), tiling.synthesis_geometry(model)
     assert (ga.align, ga.halo, gs.align, gs.halo) == (8, 16, 8, 12)
     # A stage whose construction grid fits one window is unshifted: less reach, finer cuts.
-    small = model.clone(construction_hw=(64, 64))  # stages 32, 16, 8, 4 tokens
+    small = model.clone(construction_size=(64, 64))  # stages 32, 16, 8, 4 tokens
     g = tiling.analysis_geometry(small)
     assert g.halo < ga.halo and g.align == 4
 

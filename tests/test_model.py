@@ -3,6 +3,10 @@ shapes on awkward sizes, checkpoint-import errors, one compilation for all level
 
 from __future__ import annotations
 
+import importlib
+import json
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,11 +184,7 @@ def test_import_reports_missing_extra_and_misshaped_keys(tiny_model):
     _, model, params = tiny_model
     state = svi_jax.export_official_state_dict(params)
     roundtrip = svi_jax.import_official_state_dict(model, state)
-    leaves = zip(
-        jax.tree_util.tree_leaves(roundtrip), jax.tree_util.tree_leaves(params), strict=True
-    )
-    for a, b in leaves:
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(roundtrip, params)
 
     missing = dict(state)
     del missing["gs.outconv.weight"]
@@ -230,5 +230,40 @@ def test_chunked_window_attention_matches_unchunked(shift):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
     ga = jax.grad(lambda p: jnp.sum(plain.apply(p, x) ** 2))(params)
     gb = jax.grad(lambda p: jnp.sum(chunked.apply(p, x) ** 2))(params)
-    for u, v in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb), strict=True):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(ga, gb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "paper"])
+def test_config_model_fields_are_the_module_fields(name):
+    """build_model is ProgressiveSIC(**config.model): same names, only words resolved."""
+    config = importlib.import_module(f"svi_jax.configs.{name}").get_config()
+    model = svi_jax.build_model(config.model)
+    for field, value in config.model.items():
+        built = getattr(model, field)  # AttributeError: a config field the module lacks
+        if field not in ("dtype", "precision", "remat", "attention_implementation"):
+            assert built == (tuple(value) if isinstance(value, list) else value), field
+    same = ProgressiveSIC(
+        **{
+            **config.model,
+            "dtype": model.dtype,
+            "precision": model.precision,
+            "remat": model.remat,
+            "attention_implementation": model.attention_implementation,
+        }
+    )
+    assert same == model
+    assert jnp.dtype(model.dtype) in (jnp.float32, jnp.bfloat16)
+    # a config read back from JSON (lists) builds the same, hashable module
+    assert svi_jax.build_model(config.model.to_dict()) == model
+    assert hash(svi_jax.build_model(json_roundtrip(config.model))) == hash(model)
+
+
+def json_roundtrip(section):
+    return json.loads(section.to_json())
+
+
+def test_unknown_config_model_field_is_named():
+    config = tiny.get_config()
+    config.model.embed_dims = (8, 8, 8, 8)
+    with pytest.raises(ValueError, match="embed_dims"):
+        svi_jax.build_model(config.model)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,8 +196,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     )
     _, p1, _ = load_exported_model(tmp_path / "straight")
     _, p2, _ = load_exported_model(tmp_path / "resumed")
-    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-6, atol=1e-7)
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):

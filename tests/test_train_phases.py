@@ -8,6 +8,7 @@ import os
 import pathlib
 import tempfile
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -58,10 +59,7 @@ def test_gan_phase_starts_from_previous_phase_and_steps(tmp_path):
     gan_dir = tmp_path / "gan"
     train_and_evaluate(one_step_config("gan", num_steps=0, init_from=str(main_dir)), gan_dir)
     _, start, _ = load_exported_model(gan_dir)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(previous), jax.tree_util.tree_leaves(start), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(previous, start)
     train_and_evaluate(one_step_config("gan", init_from=str(main_dir)), gan_dir)
     (record,) = train_records(gan_dir)
     for key in ("loss", "d_loss", "g_syntactic", "g_samples", "d_grad_norm"):

@@ -86,7 +86,7 @@ class Geometry:
 
 def _stage_window(model: ProgressiveSIC, scale: int) -> tuple[int, int]:
     """(window, shift of the odd blocks) of a stage at 1/scale of the image (MODEL.md §2)."""
-    h0, w0 = model.construction_hw
+    h0, w0 = model.construction_size
     side = min(h0 // scale, w0 // scale)
     if side <= model.window:
         return side, 0

@@ -71,7 +71,15 @@ def psnr(x: Array, y: Array, data_range: float = 1.0) -> Array:
     """
     check_image_pair(x, y, "psnr")
     logging.info("Tracing psnr for shape %s %s", x.shape, x.dtype)
-    err = mean_per_image(jnp.square(x - y))
+    return psnr_from_mse(mean_per_image(jnp.square(x - y)), data_range)
+
+
+def psnr_from_mse(mse: Array, data_range: float = 1.0) -> Array:
+    """PSNR in dB from a mean squared error (any shape, elementwise): 10·log10(range² / mse).
+
+    The one PSNR formula of svi-jax (`psnr` above, the training metrics). +inf for mse = 0.
+    """
+    mse = jnp.asarray(mse)
     # log10(range²) − log10(mse) rather than log10(range²/mse): identical images give
     # −log10(0) = +inf without a division-by-zero warning path.
-    return 10.0 * (2.0 * jnp.log10(jnp.asarray(data_range, x.dtype)) - jnp.log10(err))
+    return 10.0 * (2.0 * jnp.log10(jnp.asarray(data_range, mse.dtype)) - jnp.log10(mse))

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.nn.layers import HIGHEST, TorchConv2d, leaky_relu, torch_default_uniform
+from svi_jax.nn.layers import (
+    HIGHEST,
+    TorchConv2d,
+    leaky_relu,
+    torch_default_bias_init,
+    torch_default_kernel_init,
+)
 
 CONTEXT_KERNEL = 5
 
@@ -70,8 +76,8 @@ class ContextModel(nn.Module):
         c_in = y_hat.shape[-1]
         k = CONTEXT_KERNEL
         fan_in = c_in * k * k
-        kernel = self.param("kernel", torch_default_uniform(fan_in), (k, k, c_in, 2 * c_in))
-        bias = self.param("bias", torch_default_uniform(fan_in), (2 * c_in,))
+        kernel = self.param("kernel", torch_default_kernel_init(), (k, k, c_in, 2 * c_in))
+        bias = self.param("bias", torch_default_bias_init(fan_in), (2 * c_in,))
         mask = jnp.asarray(context_mask(c_in, self.num_slices, k))
         out = jax.lax.conv_general_dilated(
             y_hat.astype(self.dtype),

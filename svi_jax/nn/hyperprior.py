@@ -37,20 +37,16 @@ class HyperAnalysis(nn.Module):
     def __call__(self, y: jax.Array) -> jax.Array:
         c = self.hyper_channels
         conv = functools.partial(TorchConv2d, dtype=self.dtype, precision=self.precision)
-        x = conv(c, 3, 1, 1, kernel_init=kaiming_normal_fan_out(c * 9, _GAIN_LEAKY), name="conv_0")(
-            y
-        )
+        x = conv(c, 3, 1, 1, kernel_init=kaiming_normal_fan_out(_GAIN_LEAKY), name="conv_0")(y)
         x = leaky_relu(x)
-        x = conv(
-            c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY), name="conv_2"
-        )(x)
+        x = conv(c, 5, 2, 2, kernel_init=kaiming_normal_fan_out(_GAIN_LEAKY), name="conv_2")(x)
         x = leaky_relu(x)
         return conv(
             c,
             5,
             2,
             2,
-            kernel_init=kaiming_normal_fan_out(c * 25, 1.0),
+            kernel_init=kaiming_normal_fan_out(1.0),
             out_dtype=jnp.float32,  # z in float32 (module docstring)
             name="conv_4",
         )(x)
@@ -69,8 +65,6 @@ class HyperSynthesis(nn.Module):
     @nn.compact
     def __call__(self, z_hat: jax.Array) -> jax.Array:
         c = self.latent_channels
-        # torch's fan_out of a ConvTranspose2d weight (in, out, k, k) is in * k * k.
-        c_in = z_hat.shape[-1]
         deconv = functools.partial(TorchConvTranspose2d, dtype=self.dtype, precision=self.precision)
         x = deconv(
             c,
@@ -78,7 +72,7 @@ class HyperSynthesis(nn.Module):
             2,
             2,
             1,
-            kernel_init=kaiming_normal_fan_out(c_in * 25, _GAIN_LEAKY),
+            kernel_init=kaiming_normal_fan_out(_GAIN_LEAKY, transposed=True),
             name="deconv_0",
         )(z_hat)
         x = jax.nn.relu(x)
@@ -88,7 +82,7 @@ class HyperSynthesis(nn.Module):
             2,
             2,
             1,
-            kernel_init=kaiming_normal_fan_out(c * 25, _GAIN_LEAKY),
+            kernel_init=kaiming_normal_fan_out(_GAIN_LEAKY, transposed=True),
             name="deconv_2",
         )(x)
         x = jax.nn.relu(x)
@@ -98,6 +92,6 @@ class HyperSynthesis(nn.Module):
             1,
             1,
             0,
-            kernel_init=kaiming_normal_fan_out(c * 3 // 2 * 9, 1.0),
+            kernel_init=kaiming_normal_fan_out(1.0, transposed=True),
             name="deconv_4",
         )(x)

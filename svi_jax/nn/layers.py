@@ -77,21 +77,38 @@ def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
     return init
 
 
-def torch_default_uniform(fan_in: int):
-    """PyTorch's default Conv/Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+# Kernel inits read their fans from the kernel shape (jax.nn.initializers.variance_scaling).
+# Kernels are HWIO; a transposed conv's kernel is (kH, kW, in, out) too, but PyTorch takes the
+# fans of its (in, out, kH, kW) weight from the other ends (fan_in = out * k * k, fan_out =
+# in * k * k), so there the in/out axes swap.
+_HWIO_AXES = {"in_axis": -2, "out_axis": -1}
+_TRANSPOSED_AXES = {"in_axis": -1, "out_axis": -2}
+
+
+def torch_default_kernel_init(transposed: bool = False) -> nn.initializers.Initializer:
+    """PyTorch's default Conv/Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    (torch's kaiming_uniform_(a=sqrt(5)); as variance_scaling: variance 1/(3 fan_in), uniform.)
+    """
+    axes = _TRANSPOSED_AXES if transposed else _HWIO_AXES
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", **axes)
+
+
+def kaiming_normal_fan_out(gain: float, transposed: bool = False) -> nn.initializers.Initializer:
+    """torch.nn.init.kaiming_normal_(mode="fan_out") with `gain`: N(0, gain / sqrt(fan_out))."""
+    axes = _TRANSPOSED_AXES if transposed else _HWIO_AXES
+    return nn.initializers.variance_scaling(gain**2, "fan_out", "normal", **axes)
+
+
+def torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default Conv/Linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The fan is the weight's, which a bias's own shape cannot give; so it is passed in.
+    """
     bound = 1.0 / math.sqrt(max(fan_in, 1))
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-def kaiming_normal_fan_out(fan_out: int, gain: float):
-    std = gain / math.sqrt(fan_out)
-
-    def init(key, shape, dtype=jnp.float32):
-        return std * jax.random.normal(key, shape, dtype)
 
     return init
 
@@ -149,10 +166,11 @@ class TorchConv2d(nn.Module):
         fan_in = in_ch // self.groups * k * k
         kernel = self.param(
             "kernel",
-            self.kernel_init or torch_default_uniform(fan_in),
+            self.kernel_init or torch_default_kernel_init(),
             (k, k, in_ch // self.groups, self.features),
         )
-        bias = self.param("bias", self.bias_init or torch_default_uniform(fan_in), (self.features,))
+        bias_init = self.bias_init or torch_default_bias_init(fan_in)
+        bias = self.param("bias", bias_init, (self.features,))
         p = self.padding
         dtype = jnp.dtype(self.dtype)
         out_dtype = dtype if self.out_dtype is None else jnp.dtype(self.out_dtype)
@@ -195,10 +213,10 @@ class TorchConvTranspose2d(nn.Module):
         fan_in = self.features * k * k
         kernel = self.param(
             "kernel",
-            self.kernel_init or torch_default_uniform(fan_in),
+            self.kernel_init or torch_default_kernel_init(transposed=True),
             (k, k, in_ch, self.features),
         )
-        bias = self.param("bias", torch_default_uniform(fan_in), (self.features,))
+        bias = self.param("bias", torch_default_bias_init(fan_in), (self.features,))
         lo = k - 1 - self.padding
         hi = k - 1 - self.padding + self.output_padding
         y = jax.lax.conv_general_dilated(

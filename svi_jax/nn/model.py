@@ -7,6 +7,7 @@ the last axis follow the official NCHW order (MODEL.md §2).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -42,7 +43,7 @@ class ProgressiveSIC(nn.Module):
     synthesis_heads: Sequence[int] = (16, 16, 16, 16)
     window: int = 8
     mlp_ratio: float = 4.0
-    construction_hw: tuple[int, int] = (256, 256)
+    construction_size: tuple[int, int] = (256, 256)
     bottleneck_filters: Sequence[int] = (3, 3, 3, 3)
     remat: bool = False
     attention_chunk_windows: int = 0
@@ -69,7 +70,7 @@ class ProgressiveSIC(nn.Module):
             self.analysis_depths,
             self.analysis_heads,
             self.window,
-            self.construction_hw,
+            self.construction_size,
             self.mlp_ratio,
             self.remat,
             self.attention_chunk_windows,
@@ -80,7 +81,7 @@ class ProgressiveSIC(nn.Module):
             self.synthesis_depths,
             self.synthesis_heads,
             self.window,
-            self.construction_hw,
+            self.construction_size,
             self.mlp_ratio,
             self.remat,
             self.attention_chunk_windows,
@@ -165,27 +166,36 @@ def rematerialise(setting: bool | str) -> bool:
     raise ValueError(f'model.remat must be True, False or "auto", got {setting!r}')
 
 
-def build_model(model_config: ml_collections.ConfigDict) -> ProgressiveSIC:
-    m = model_config
-    return ProgressiveSIC(
-        latent_channels=m.latent_channels,
-        num_slices=m.num_slices,
-        analysis_dims=tuple(m.analysis_dims),
-        analysis_depths=tuple(m.analysis_depths),
-        analysis_heads=tuple(m.analysis_heads),
-        synthesis_dims=tuple(m.synthesis_dims),
-        synthesis_depths=tuple(m.synthesis_depths),
-        synthesis_heads=tuple(m.synthesis_heads),
-        window=m.window,
-        mlp_ratio=m.mlp_ratio,
-        construction_hw=as_pair(tuple(m.construction_size)),
-        bottleneck_filters=tuple(m.bottleneck_filters),
-        remat=rematerialise(m.get("remat", False)),
-        attention_chunk_windows=m.get("attention_chunk_windows", 0),
-        dtype=compute_dtype(m.get("dtype", "float32")),
-        precision=matmul_precision(m.get("precision", "highest")),
-        attention_implementation=attention_implementation(m.get("attention_implementation", "")),
-    )
+# config.model fields given as words (the config's vocabulary) -> the module's values
+_RESOLVERS = {
+    "remat": lambda v: rematerialise(v),
+    "dtype": lambda v: compute_dtype(v) if isinstance(v, str) else v,
+    "precision": lambda v: matmul_precision(v) if isinstance(v, str) else v,
+    "attention_implementation": lambda v: attention_implementation(v or ""),
+    "construction_size": lambda v: as_pair(tuple(v) if isinstance(v, list | tuple) else v),
+}
+
+
+def build_model(model_config: ml_collections.ConfigDict | dict) -> ProgressiveSIC:
+    """ProgressiveSIC(**config.model): config and module fields carry the same names.
+
+    The config states four fields as words (`dtype` "float32" | "bfloat16" | "auto",
+    `precision` "highest" | "default", `remat` True | False | "auto", `attention_implementation`
+    "" | "xla" | "cudnn"), resolved here for the current backend; lists (a config read back from
+    JSON) become tuples so the module stays hashable for `jax.jit`'s static arguments. Raises
+    ValueError naming an unknown field or an invalid word.
+    """
+    fields = dict(model_config.items())
+    known = {f.name for f in dataclasses.fields(ProgressiveSIC)} - {"parent", "name"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown config model field(s) {unknown}; known: {sorted(known)}")
+    for key, value in fields.items():
+        if isinstance(value, list):
+            fields[key] = tuple(value)
+        if key in _RESOLVERS:
+            fields[key] = _RESOLVERS[key](fields[key])
+    return ProgressiveSIC(**fields)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))

@@ -112,23 +112,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
 def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
     """(train folder or None for TFDS, validation folder); default: scikit-image photos."""
-    d = config.data
-    if d.train or d.tfds_name:
-        if not d.val:
+    data_cfg = config.data
+    if data_cfg.train or data_cfg.tfds_name:
+        if not data_cfg.val:
             raise data_loader.DataError("config.data.val (a held-out image folder) is required")
-        return (d.train or None), d.val
+        return (data_cfg.train or None), data_cfg.val
     train, val = data_loader.write_skimage_split(workdir / "data")
     return str(train), str(val)
 
 
 def make_loader(config, train_path: str | None, local_batch: int):
-    d = config.data
-    common = dict(batch_size=local_batch, crop_size=d.crop_size, seed=int(config.seed))
+    data_cfg = config.data
+    common = dict(batch_size=local_batch, crop_size=data_cfg.crop_size, seed=int(config.seed))
     if train_path is None:
         return data_loader.make_tfds_train_loader(
-            d.tfds_name, split=d.tfds_split, data_dir=d.tfds_data_dir or None, **common
+            data_cfg.tfds_name,
+            split=data_cfg.tfds_split,
+            data_dir=data_cfg.tfds_data_dir or None,
+            **common,
         )
-    return data_loader.make_train_loader(train_path, num_workers=d.num_workers, **common)
+    return data_loader.make_train_loader(train_path, num_workers=data_cfg.num_workers, **common)
 
 
 def make_mesh() -> Mesh:
@@ -184,7 +187,7 @@ def train_phase(
     preflight.check_run(config, workdir)  # every input, before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
-    t = config.train
+    train_cfg = config.train
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
@@ -211,10 +214,12 @@ def train_phase(
     if resumed is not None:
         state, latest = resumed
         logger.info("resumed from %s at step %d", ckpt.directory, latest)
-    elif t.init_from:
-        _, params, digest = load_exported_model(t.init_from)
+    elif train_cfg.init_from:
+        _, params, digest = load_exported_model(train_cfg.init_from)
         state = jax.jit(init, out_shardings=replicated)(params)
-        logger.info("%s phase starts from %s (params %s)", config.phase, t.init_from, digest[:12])
+        logger.info(
+            "%s phase starts from %s (params %s)", config.phase, train_cfg.init_from, digest[:12]
+        )
     else:
         state = jax.jit(init, out_shardings=replicated)()
     writer = MetricWriter(workdir, enabled=primary)  # after the workdir's checkpoints proved usable
@@ -234,25 +239,25 @@ def train_phase(
             )
 
     def every(n: int, step: int) -> bool:
-        return (n > 0 and step % n == 0) or step == t.num_steps
+        return (n > 0 and step % n == 0) or step == train_cfg.num_steps
 
     def host_step(step: int) -> bool:  # steps whose work needs the metrics on the host
         return (
-            every(t.log_every, step)
-            or every(t.checkpoint_every, step)
-            or (t.eval_every >= 0 and every(t.eval_every, step))
-            or (t.image_every > 0 and every(t.image_every, step))
+            every(train_cfg.log_every, step)
+            or every(train_cfg.checkpoint_every, step)
+            or (train_cfg.eval_every >= 0 and every(train_cfg.eval_every, step))
+            or (train_cfg.image_every > 0 and every(train_cfg.image_every, step))
         )
 
     start = latest if latest is not None else 0  # the step counter stays on the device
     val, metrics, step = None, {"loss": float("nan")}, start
     pending: list[tuple[int, dict]] = []  # (step, on-device metrics) since the last fetch
     throughput = _Throughput(start, global_batch)
-    profile = _Profile(workdir / "profile", int(t.get("profile_steps", 0)), start)
+    profile = _Profile(workdir / "profile", int(train_cfg.get("profile_steps", 0)), start)
     bar = tqdm(
-        range(start, t.num_steps),
+        range(start, train_cfg.num_steps),
         initial=start,
-        total=t.num_steps,
+        total=train_cfg.num_steps,
         disable=not primary,
         desc=label or config.phase,
         unit="step",
@@ -280,25 +285,27 @@ def train_phase(
                 level=int(metrics["level"]),
                 it_s=f"{metrics['steps_per_s']:.2f}",
             )
-            if every(t.log_every, step):
+            if every(train_cfg.log_every, step):
                 writer.write(step, "train", metrics, level=int(metrics["level"]))
-            validate = t.eval_every >= 0 and every(t.eval_every, step)
+            validate = train_cfg.eval_every >= 0 and every(train_cfg.eval_every, step)
             if validate:
                 val = validator.run(state["params"])
                 for level, row in val["levels"].items():
                     writer.write(step, "val", row, level=level)
                 writer.write(step, "val", {"loss": val["loss"]})
                 logger.info("step %d: %s", step, _summary(val))
-            if validate or every(t.checkpoint_every, step):  # validated: a "best" candidate
+            if validate or every(train_cfg.checkpoint_every, step):  # validated: a "best" candidate
                 loss = val["loss"] if validate else None
                 ckpt.save(step, state, _grain_iterator(loader), val_loss=loss)
                 if validate and ckpt.best_step() == step:
                     export(step, val_loss=val["loss"], best=True)
-            if t.image_every > 0 and every(t.image_every, step) and primary:
-                original, recons = validator.reconstructions(state["params"], t.image_levels)
+            if train_cfg.image_every > 0 and every(train_cfg.image_every, step) and primary:
+                original, recons = validator.reconstructions(
+                    state["params"], train_cfg.image_levels
+                )
                 save_image_grid(workdir / "images" / f"step_{step:07d}.png", original, recons)
             throughput.step, throughput.time = step, time.perf_counter()  # not the host work
-        if val is None and t.eval_every >= 0:  # e.g. resumed after the last step
+        if val is None and train_cfg.eval_every >= 0:  # e.g. resumed after the last step
             val = validator.run(state["params"])
         export(step, val_loss=val["loss"] if val else None, final=True)
     finally:

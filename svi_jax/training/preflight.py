@@ -170,12 +170,12 @@ def check_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     """Runs every check; raises PreflightError (one line) at the first failure. Writes nothing."""
     workdir = pathlib.Path(workdir).resolve()
     check_flags(config)
-    d = config.data
-    if (d.train or d.tfds_name) and not d.val:
+    data_cfg = config.data
+    if (data_cfg.train or data_cfg.tfds_name) and not data_cfg.val:
         raise PreflightError("--config.data.val (a held-out image folder) is required")
-    if d.train:
-        check_training_images(d.train)
-    if d.val:
-        check_validation_images(d.val)
+    if data_cfg.train:
+        check_training_images(data_cfg.train)
+    if data_cfg.val:
+        check_validation_images(data_cfg.val)
     check_workdir(config, workdir)
     check_init_from(config, workdir)

@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from svi_jax.forward import draw_train_noise, train_forward
+from svi_jax.metrics.pixelwise import psnr_from_mse
 from svi_jax.nn import discriminator as gan_lib
 from svi_jax.nn.model import ProgressiveSIC, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss_from_outputs, warming_loss
@@ -40,7 +41,9 @@ def level_at(step: jax.Array, num_slices: int) -> jax.Array:
 
 
 def psnr(mse: jax.Array) -> jax.Array:
-    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+    """Training-metric PSNR (dB) of an MSE on [0, 1] images, floored at 100 dB: an exact
+    reconstruction must not read as +inf, which the loop's NaN/Inf check takes for divergence."""
+    return psnr_from_mse(jnp.maximum(mse, 1e-10))
 
 
 def _no_balance(loss_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -169,7 +172,7 @@ def _gan_update(config, model, disc, disc_tx, state, x, level, noise, loss_from_
 
     Returns ((loss, metrics), generator grads, new discriminator state, discriminator metrics).
     """
-    g = config.gan
+    gan_cfg = config.gan
     b = x.shape[0]
     params, d = state["params"], state["disc"]
     out, pullback = jax.vjp(lambda p: train_forward(model, p, x, level, noise), params)
@@ -215,7 +218,7 @@ def _gan_update(config, model, disc, disc_tx, state, x, level, noise, loss_from_
             config.loss.syntactic_weight * gamma16 * g_syn
             + config.loss.synonymous_weight * gamma * g_smp
         )
-        loss = loss + g.adversarial_weight * adv
+        loss = loss + gan_cfg.adversarial_weight * adv
         return loss, dict(metrics, loss=loss, g_syntactic=g_syn, g_samples=g_smp)
 
     (loss, metrics), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(out)
