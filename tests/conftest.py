@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Tests compile from scratch: the command-line entry points they call in-process (eval.main, the
+# codec's main) and their subprocesses would otherwise share the user's persistent compilation
+# cache (svi_jax/compilation.py), and a cached executable would hide compile-time regressions.
+os.environ.setdefault("SVI_JAX_COMPILATION_CACHE", "off")
 
 
 def reference_dir() -> pathlib.Path:

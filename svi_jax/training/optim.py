@@ -15,6 +15,7 @@ after XLA's passes, compile CPU 35.5 s -> 31.3 s; benchmarks/compile.py).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -38,6 +39,16 @@ def combine_grads(labels, main_grads, aux_grads):
     return jax.tree_util.tree_map(
         lambda lab, g, a: a if lab == AUX else g, labels, main_grads, aux_grads
     )
+
+
+def global_norm(tree) -> jax.Array:
+    """L2 norm of all the leaves of `tree` together (float32 scalar), for the logged gradient
+    norms: one reduction over the concatenated leaves, where optax.tree.norm emits a square and a
+    sum per leaf (tiny main step: ~250 fewer XLA kernels to compile). Same value up to float32
+    summation order."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    flat = jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32) for leaf in leaves])
+    return jnp.sqrt(jnp.sum(jnp.square(flat)))
 
 
 def _clipped(clip_norm: float, tx: optax.GradientTransformation) -> optax.GradientTransformation:
