@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from svi_jax.training.optim import global_norm
+from svi_jax.training.optim import AUX, MODEL, global_norm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,3 +75,5 @@ def test_global_norm_is_the_norm_of_all_leaves():
     flat = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
     np.testing.assert_allclose(float(global_norm(tree)), np.linalg.norm(flat), rtol=1e-6)
     np.testing.assert_allclose(float(global_norm(tree)), float(optax.tree.norm(tree)), rtol=1e-6)
+    labels = {"a": MODEL, "b": [AUX, MODEL], "c": MODEL}  # grouped as the training step does
+    np.testing.assert_allclose(float(global_norm(tree, labels)), np.linalg.norm(flat), rtol=1e-6)

@@ -154,7 +154,9 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
         updates, new_state["opt_state"] = tx.update(grads, state["opt_state"], params)
         new_state["params"] = optax.apply_updates(params, updates)
         new_state["step"] = step + 1
-        metrics = dict(metrics, aux_loss=aux, level=level, grad_norm=optim.global_norm(grads))
+        metrics = dict(
+            metrics, aux_loss=aux, level=level, grad_norm=optim.global_norm(grads, labels)
+        )
         if phase == "gan":
             metrics.update(d_metrics)
         return new_state, metrics
