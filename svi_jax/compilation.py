@@ -1,27 +1,36 @@
 """Compile-time policy: XLA options per backend and jax's persistent compilation cache (issue 9).
 
-Where compile time goes (tiny main step, XLA:CPU, jax 0.10.2; benchmarks/compile.py): about 95%
-of it is XLA compiling each fused kernel of the optimised module on its own (MLIR fusion
-emitters, then LLVM optimisation and code generation, with malloc prominent throughout), so it
-grows with the number of fusions (3,273 for the tiny main step), not with FLOPs. Options
-measured on that step through `Lowered.compile(compiler_options=...)` (compile CPU seconds, then
-steady seconds per step, on a loaded 2-core machine):
+Where compile time goes (XLA:CPU, jax 0.10.2, perf and benchmarks/compile.py): almost all of it
+is XLA compiling the fused kernels of the optimised module one by one (MLIR fusion emitters, then
+LLVM optimisation and code generation, malloc prominent throughout; XLA's HLO passes ~8%).
+Identical fusions (same instructions and shapes) are compiled once, so the cost follows the
+*distinct* fusions (graph_size.fusion_counts): ~20 ms each even for a one-line elementwise kernel
+(100 distinct `p + u` kernels: 2.1 s; 300 copies of one kernel: 0.3 s). The tiny main step has
+1,280 distinct of 3,274 fusions; paper init_params 373 of 1,163. The distinct ones come from the
+8 Swin stages' shapes (each stage forward and backward, the scan's per-parameter slicing and
+stacking), from per-parameter-leaf updates and gradient accumulations (one kernel per leaf
+shape), the entropy models, the hyperprior and LPIPS: not from the number of blocks or samples
+(an unrolled stage has as many distinct fusions as the scanned one).
 
-  (none)                                   ~33 s      0.44 s/step  (the reference)
-  xla_backend_optimization_level=0         ~20 s      ~2 s/step    (4x slower steps; it also
-                                                                   changes init_params' values)
-  xla_backend_optimization_level=1 or 2    no gain    no change
-  xla_llvm_disable_expensive_passes=True   no gain    slower
-  xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE, xla_cpu_use_xnnpack=False,
-  xla_cpu_parallel_codegen_split_count, xla_cpu_use_fusion_emitters=False   no gain (the last
-                                                                   one: 1.7x slower compile)
+XLA options measured on the tiny main step through `Lowered.compile(compiler_options=...)`
+(compile CPU seconds and steady seconds per step, same process, loaded 2-core machine):
+  (none)                                    36.8 s   0.54 s/step  (the reference)
+  xla_backend_optimization_level=0          20.4 s   2.28 s/step  (4.2x slower steps; it also
+                                                                  changes init_params' values)
+  xla_backend_optimization_level=1 / 2      33.3 / 36.5 s  0.68 / 0.65 s/step (load noise)
+  xla_llvm_disable_expensive_passes=True    37.7 s   0.82 s/step
+  xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE   42.7 s  0.76 s/step
+  xla_cpu_use_xnnpack=False                 30.7 s   0.51 s/step  (within the load noise)
+and on paper init_params (compile CPU s): xla_cpu_use_fusion_emitters=False 26.0 vs 14.9;
+xla_cpu_parallel_codegen_split_count 2 or 8, xla_cpu_enable_fast_math=False: no change.
+Only LLVM optimisation level 0 buys compile time, at 4x the step time: no backend gets an XLA
+option from here (GPU/TPU were not measured: no accelerator was available to this work).
 
-None of them pays on CPU, so no backend gets an XLA option from here (GPU/TPU were not measured:
-no accelerator was available). What does pay is not compiling twice: `enable_persistent_cache`
-turns on jax's on-disk cache of compiled programs, keyed by the program, the jax/XLA versions,
-the compile options and the device, so a second run of the same command (a resumed training, the
-next `eval.py`, another image through the codec) loads each executable instead of compiling it
-(paper init_params: 9.8 s -> 2.7 s wall, measured on this 2-core machine under load).
+What does pay is not compiling twice: `enable_persistent_cache` turns on jax's on-disk cache of
+compiled programs, keyed by the program, the jax/XLA versions, the compile options and the
+device, so a second run of the same command (a resumed training, the next `eval.py`, another
+image through the codec) loads each executable instead of compiling it (paper init_params:
+9.8 s -> 2.7 s wall on this 2-core machine under load).
 """
 
 from __future__ import annotations
