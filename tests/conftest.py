@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Tests compile from scratch: the command-line entry points they call in-process (eval.main, the
-# codec's main) and their subprocesses would otherwise share the user's persistent compilation
-# cache (svi_jax/compilation.py), and a cached executable would hide compile-time regressions.
+# The command-line entry points that tests call in-process (eval.main, the codec's main) and in
+# subprocesses would otherwise turn on the user's persistent compilation cache
+# (svi_jax/compilation.py, ~/.cache/svi_jax/xla); a test that wants a cache names its own.
 os.environ.setdefault("SVI_JAX_COMPILATION_CACHE", "off")
 
 
