@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from svi_jax import evaluation as ev
+    from svi_jax.compilation import enable_persistent_cache
+
+    enable_persistent_cache()  # the next eval.py loads its compiled passes
 
     checkpoint = args.checkpoint
     if checkpoint is None and args.official_checkpoint is None:

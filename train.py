@@ -40,6 +40,9 @@ def main(argv):
 
     if FLAGS.distributed:
         jax.distributed.initialize()
+    from svi_jax.compilation import enable_persistent_cache
+
+    enable_persistent_cache()  # a resumed run loads its compiled steps ($SVI_JAX_COMPILATION_CACHE)
     absl_logging.set_verbosity(absl_logging.WARNING)  # quiet orbax/jax INFO lines
     logging.getLogger("svi_jax").setLevel(logging.INFO)  # keep ours (e.g. trace messages)
     from svi_jax.safety import fail_in_one_line, training_errors

@@ -4,6 +4,8 @@ jitted function of svi_jax, for configs/tiny.py and configs/paper.py.
     python benchmarks/compile.py                         # both configs, every function
     python benchmarks/compile.py --configs tiny --only step/main
     python benchmarks/compile.py --no-compile            # trace + lower only (HLO sizes)
+    python benchmarks/compile.py --cache /tmp/xla        # twice: the 2nd run is warm (svi_jax/
+                                                         # compilation.py's persistent cache)
 
 Functions (all lowered on abstract arguments, nothing runs):
   init_params                 model parameters through one jit
@@ -16,7 +18,9 @@ Functions (all lowered on abstract arguments, nothing runs):
 Columns: trace_s, lower_s, compile_s (wall-clock seconds: a loaded shared CPU gives noisy
 numbers, compare ratios), cpu_s (CPU seconds of the compilation, all threads: steadier),
 hlo (instructions of the HLO jax emits), hlo_opt (instructions after XLA's passes),
-temp_GiB (XLA's temporary-buffer estimate).
+kernels (fusions XLA made), distinct (the distinct ones: XLA:CPU compiles each distinct fused
+computation once, so compile time follows this column), temp_GiB (XLA's temporary-buffer
+estimate). Compilation is cold unless --cache (or $JAX_COMPILATION_CACHE_DIR) names a cache.
 Eval and codec images: 128x128 (tiny) and 768x512 (paper, the issue's eval image).
 """
 
@@ -29,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from svi_jax.codec import api as codec_api
+from svi_jax.compilation import enable_persistent_cache
 from svi_jax.configs import paper, tiny
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
@@ -115,10 +120,16 @@ def main() -> None:
     ap.add_argument("--only", default="", help="substring filter on function labels")
     ap.add_argument("--no-compile", action="store_true", help="trace and lower only")
     ap.add_argument("--json", action="store_true", help="one JSON line per function")
+    ap.add_argument("--cache", default="", help="persistent compilation cache folder (warm runs)")
     args = ap.parse_args()
+    cache = (
+        enable_persistent_cache(args.cache) if args.cache else jax.config.jax_compilation_cache_dir
+    )
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}")
+    print(f"persistent compilation cache: {cache or 'off (cold compiles)'}")
     header = f"{'config':6} {'function':22} {'trace_s':>8} {'lower_s':>8} {'compile_s':>9}"
-    header += f" {'cpu_s':>7} {'hlo':>7} {'hlo_opt':>7} {'temp_GiB':>8}"
+    header += f" {'cpu_s':>7} {'hlo':>7} {'hlo_opt':>7} {'kernels':>7} {'distinct':>8}"
+    header += f" {'temp_GiB':>8}"
     if not args.json:
         print(header)
     for name in args.configs.split(","):
@@ -130,10 +141,14 @@ def main() -> None:
                 print(json.dumps({"config": name, "function": label, **r.__dict__}), flush=True)
                 continue
             temp = "-" if r.temp_bytes is None else f"{r.temp_bytes / 2**30:.3f}"
-            opt = "-" if r.hlo_compiled is None else str(r.hlo_compiled)
+            opt, kernels, distinct = (
+                "-" if v is None else str(v)
+                for v in (r.hlo_compiled, r.fusions, r.distinct_fusions)
+            )
             print(
                 f"{name:6} {label:22} {r.trace_s:8.2f} {r.lower_s:8.2f} {r.compile_s:9.2f}"
-                f" {r.compile_cpu_s:7.2f} {r.hlo_lowered:7d} {opt:>7} {temp:>8}",
+                f" {r.compile_cpu_s:7.2f} {r.hlo_lowered:7d} {opt:>7} {kernels:>7} {distinct:>8}"
+                f" {temp:>8}",
                 flush=True,
             )
 

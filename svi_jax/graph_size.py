@@ -27,6 +27,35 @@ def hlo_instruction_count(hlo_text: str) -> int:
     return len(_INSTRUCTION.findall(hlo_text))
 
 
+# A fusion instruction of an optimised module: "... = <shape> fusion(<operands>), kind=kX,
+# calls=<fused computation>"; the computation's text follows its header line "name (...) -> ...".
+_FUSION = re.compile(
+    r"^\s+(?:ROOT\s+)?%?[\w.\-]+ = (.+?) fusion\(.*?kind=(\w+), calls=%?([\w.\-]+)", re.MULTILINE
+)
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) ", re.MULTILINE)
+_NAME = re.compile(r"%?[\w.\-]+ = |%[\w.\-]+|\bparam_[\w.\-]*")
+
+
+def fusion_counts(compiled_text: str) -> tuple[int, int]:
+    """(fusions, distinct fusions) of an optimised HLO module (`Compiled.as_text()`).
+
+    XLA:CPU emits and compiles one kernel per distinct fused computation (same instructions
+    and shapes; names and metadata aside) and reuses it for identical ones: 300 copies of one
+    elementwise chain compile in 0.3 s, 300 chains of distinct shapes in 8 s. The distinct count
+    is what compile time follows; the total is how many kernels run.
+    """
+    bodies = {}
+    for chunk in compiled_text.split("\n\n"):
+        chunk = chunk.strip()
+        header = _HEADER.match(chunk)
+        if header:
+            body = re.sub(r", metadata=\{[^}]*\}", "", chunk.split("\n", 1)[-1])
+            bodies[header.group(1)] = _NAME.sub("v", body)
+    fusions = _FUSION.findall(compiled_text)
+    distinct = {(shape, kind, bodies.get(callee, callee)) for shape, kind, callee in fusions}
+    return len(fusions), len(distinct)
+
+
 def product_flops(eqn) -> float | None:
     """2*M*N*K FLOPs of a jaxpr equation that is a dot_general or a convolution, else None
     (sub-jaxprs are the caller's: this looks at one equation)."""
@@ -57,6 +86,8 @@ class CompileReport:
 
     hlo_lowered: instructions of the unoptimised HLO (what jax emits: the graph we build);
     hlo_compiled: instructions after XLA's passes (fusions count their bodies);
+    fusions, distinct_fusions: `fusion_counts` of the optimised module (distinct fusions are
+    the kernels XLA compiles: compile time follows them);
     temp_bytes: XLA's temporary buffer estimate (None when the backend has no analysis).
     """
 
@@ -66,6 +97,8 @@ class CompileReport:
     compile_cpu_s: float
     hlo_lowered: int
     hlo_compiled: int | None
+    fusions: int | None
+    distinct_fusions: int | None
     temp_bytes: int | None
     argument_bytes: int | None
     output_bytes: int | None
@@ -86,12 +119,15 @@ def compile_report(jitted, *args, compile: bool = True, **kwargs) -> CompileRepo
     hlo_lowered = hlo_instruction_count(lowered.as_text(dialect="hlo"))
     if not compile:
         nan = float("nan")
-        return CompileReport(trace_s, lower_s, nan, nan, hlo_lowered, None, None, None, None)
+        return CompileReport(
+            trace_s, lower_s, nan, nan, hlo_lowered, None, None, None, None, None, None
+        )
     t0, c0 = time.perf_counter(), time.process_time()
     compiled = lowered.compile()
     compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     text = compiled.as_text()
     mem = compiled.memory_analysis()
+    fusions, distinct = fusion_counts(text) if text else (None, None)
     return CompileReport(
         trace_s,
         lower_s,
@@ -99,6 +135,8 @@ def compile_report(jitted, *args, compile: bool = True, **kwargs) -> CompileRepo
         compile_cpu_s,
         hlo_lowered,
         hlo_instruction_count(text) if text else None,
+        fusions,
+        distinct,
         getattr(mem, "temp_size_in_bytes", None),
         getattr(mem, "argument_size_in_bytes", None),
         getattr(mem, "output_size_in_bytes", None),

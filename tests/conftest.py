@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The command-line entry points that tests call in-process (eval.main, the codec's main) and in
+# subprocesses would otherwise turn on the user's persistent compilation cache
+# (svi_jax/compilation.py, ~/.cache/svi_jax/xla); a test that wants a cache names its own.
+os.environ.setdefault("SVI_JAX_COMPILATION_CACHE", "off")
 
 
 def reference_dir() -> pathlib.Path:

@@ -31,6 +31,7 @@ from svi_jax import safety
 from svi_jax.codec import api
 from svi_jax.codec.format import BitstreamError
 from svi_jax.codec.range_coding import EntropyCodingError
+from svi_jax.compilation import enable_persistent_cache
 from svi_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     OUTPUT_FORMATS,
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_persistent_cache()  # the next image loads the compiled analysis / reconstruction
     try:
         args.run(args)
     except BrokenPipeError:  # e.g. `svi-codec info f.sic | head`: the reader left, not an error

@@ -157,7 +157,9 @@ def make_step_fn(config, model: ProgressiveSIC, lpips_params: dict):
         updates, new_state["opt_state"] = tx.update(grads, state["opt_state"], params)
         new_state["params"] = optax.apply_updates(params, updates)
         new_state["step"] = step + 1
-        metrics = dict(metrics, aux_loss=aux, level=level, grad_norm=optax.tree.norm(grads))
+        metrics = dict(
+            metrics, aux_loss=aux, level=level, grad_norm=optim.global_norm(grads, labels)
+        )
         if phase == "gan":
             metrics.update(d_metrics)
         return new_state, metrics
@@ -223,5 +225,5 @@ def _gan_update(config, model, disc, disc_tx, state, x, level, noise, loss_from_
 
     (loss, metrics), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(out)
     (grads,) = pullback(out_grads)
-    d_metrics = {"d_loss": d_loss, "d_grad_norm": optax.tree.norm(d_grads)}
+    d_metrics = {"d_loss": d_loss, "d_grad_norm": optim.global_norm(d_grads)}
     return (loss, metrics), grads, d_state, d_metrics
