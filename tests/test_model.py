@@ -223,7 +223,7 @@ def test_chunked_window_attention_matches_unchunked(shift):
 
     x = jax.random.normal(jax.random.PRNGKey(11), (2, 12, 20, 32))  # padded to 16x24: 12 windows
     plain = SwinBlock(num_heads=4, window=8, shift=shift)
-    chunked = SwinBlock(num_heads=4, window=8, shift=shift, chunk_windows=5)
+    chunked = SwinBlock(num_heads=4, window=8, shift=shift, attention_chunk_windows=5)
     params = plain.init(jax.random.PRNGKey(12), x)
     a = plain.apply(params, x)
     b = chunked.apply(params, x)

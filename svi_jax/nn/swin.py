@@ -26,10 +26,10 @@ from svi_jax.nn.layers import HIGHEST, layer_norm, linear, trunc_normal_init
 SHIFT_MASK_VALUE = -100.0  # the official value added to logits of tokens from other regions
 
 
-def resolve_window(construction_hw: tuple[int, int], window: int, shift: int) -> tuple[int, int]:
+def resolve_window(construction_size: tuple[int, int], window: int, shift: int) -> tuple[int, int]:
     """Swin's rule: a grid no larger than the window is one window, unshifted."""
-    if min(construction_hw) <= window:
-        return min(construction_hw), 0
+    if min(construction_size) <= window:
+        return min(construction_size), 0
     return window, shift
 
 
@@ -96,8 +96,8 @@ def _attend(q, k, v, bias, regions, precision=HIGHEST, implementation=None):
 class WindowAttention(nn.Module):
     """Multi-head attention inside each window, with the relative position bias.
 
-    `chunk_windows` > 0 evaluates the (heads, N, N) logits that many windows at a time under
-    jax.checkpoint: at high resolution those logits are the largest tensors of the model
+    `attention_chunk_windows` > 0 evaluates the (heads, N, N) logits that many windows at a
+    time under jax.checkpoint: at high resolution those logits are the largest tensors of the model
     (16 heads x 64 x 64 per window), and chunking bounds both the forward live set and what
     backprop keeps. Same arithmetic per window; only memory and scheduling change.
     The qkv and output projections and both attention products compute in `dtype` at
@@ -107,7 +107,7 @@ class WindowAttention(nn.Module):
     dim: int
     num_heads: int
     window: int
-    chunk_windows: int = 0
+    attention_chunk_windows: int = 0
     dtype: object = jnp.float32
     precision: jax.lax.Precision = HIGHEST
     implementation: str | None = None
@@ -134,14 +134,14 @@ class WindowAttention(nn.Module):
         attend = functools.partial(
             _attend, precision=self.precision, implementation=self.implementation
         )
-        if self.chunk_windows and n_win > self.chunk_windows:
+        if self.attention_chunk_windows and n_win > self.attention_chunk_windows:
             # lax.map vmaps `one` over chunks of windows and scans over the chunks
             def one(a):
                 r = None if reg is None else a[3][None]
                 return attend(a[0][None], a[1][None], a[2][None], bias, r)[0]
 
             xs = (q, k, v) if reg is None else (q, k, v, reg)
-            out = jax.lax.map(jax.checkpoint(one), xs, batch_size=self.chunk_windows)
+            out = jax.lax.map(jax.checkpoint(one), xs, batch_size=self.attention_chunk_windows)
         else:
             out = attend(q, k, v, bias, reg)
         return dense(c, name="proj")(out.reshape(n_win, n, c))
@@ -174,7 +174,7 @@ class SwinBlock(nn.Module):
     window: int
     shift: int
     mlp_ratio: float = 4.0
-    chunk_windows: int = 0
+    attention_chunk_windows: int = 0
     dtype: object = jnp.float32
     precision: jax.lax.Precision = HIGHEST
     attention_implementation: str | None = None
@@ -201,7 +201,7 @@ class SwinBlock(nn.Module):
             c,
             self.num_heads,
             ws,
-            self.chunk_windows,
+            self.attention_chunk_windows,
             self.dtype,
             self.precision,
             self.attention_implementation,
@@ -224,11 +224,11 @@ def swin_blocks(
     depth: int,
     num_heads: int,
     window: int,
-    construction_hw: tuple[int, int],
+    construction_size: tuple[int, int],
     mlp_ratio: float,
     name: str = "blocks",
     remat: bool = False,
-    chunk_windows: int = 0,
+    attention_chunk_windows: int = 0,
     dtype=jnp.float32,
     precision: jax.lax.Precision = HIGHEST,
     attention_implementation: str | None = None,
@@ -240,10 +240,10 @@ def swin_blocks(
     axis (submodule `name`), with the shift as scanned data (block i is shifted iff i is odd):
     the graph holds one block per stage, not `depth`, whatever the depth (1 or 3 here).
     """
-    ws, shift = resolve_window(construction_hw, window, window // 2)
+    ws, shift = resolve_window(construction_size, window, window // 2)
     block_cls = nn.remat(SwinBlock, prevent_cse=False) if remat else SwinBlock
     policy = (dtype, precision, attention_implementation)
-    block = block_cls(num_heads, ws, shift, mlp_ratio, chunk_windows, *policy, name=name)
+    block = block_cls(num_heads, ws, shift, mlp_ratio, attention_chunk_windows, *policy, name=name)
     scan = nn.scan(
         _scan_body,
         variable_axes={"params": 0},

@@ -82,14 +82,14 @@ class _SwinStack(nn.Module):
     accumulates and stores in float32: the clamp and the distortion see full precision).
     """
 
-    embed_dims: Sequence[int]
+    dims: Sequence[int]
     depths: Sequence[int]
-    num_heads: Sequence[int]
+    heads: Sequence[int]
     window: int
-    construction_hw: tuple[int, int]
+    construction_size: tuple[int, int]
     mlp_ratio: float = 4.0
     remat: bool = False
-    chunk_windows: int = 0
+    attention_chunk_windows: int = 0
     dtype: object = jnp.float32
     precision: jax.lax.Precision = HIGHEST
     attention_implementation: str | None = None
@@ -107,26 +107,26 @@ class AnalysisTransform(_SwinStack):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        n = len(self.embed_dims)
+        n = len(self.dims)
         _check_divisible(x.shape[1], x.shape[2], 2**n, "the analysis transform")
-        x = PatchEmbed(self.embed_dims[0], self.dtype, self.precision, name="patch_embed")(x)
-        h0, w0 = self.construction_hw
+        x = PatchEmbed(self.dims[0], self.dtype, self.precision, name="patch_embed")(x)
+        h0, w0 = self.construction_size
         for i in range(n):
             stage_hw = (h0 // 2 ** (i + 1), w0 // 2 ** (i + 1))
             if i > 0:
                 x = PatchMerging(
-                    self.embed_dims[i], self.dtype, self.precision, name=f"layers_{i}_downsample"
+                    self.dims[i], self.dtype, self.precision, name=f"layers_{i}_downsample"
                 )(x)
             x = swin_blocks(
                 x,
                 self.depths[i],
-                self.num_heads[i],
+                self.heads[i],
                 self.window,
                 stage_hw,
                 self.mlp_ratio,
                 name=f"layers_{i}_blocks",
                 remat=self.remat,
-                chunk_windows=self.chunk_windows,
+                attention_chunk_windows=self.attention_chunk_windows,
                 **self._policy(),
             )
         return layer_norm("norm", jnp.float32)(x)  # y stays float32 (see _SwinStack)
@@ -137,24 +137,24 @@ class SynthesisTransform(_SwinStack):
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
-        n = len(self.embed_dims)
-        h0, w0 = self.construction_hw
+        n = len(self.dims)
+        h0, w0 = self.construction_size
         x = y
         for i in range(n):
             stage_hw = (h0 // 2 ** (n - i), w0 // 2 ** (n - i))
             x = swin_blocks(
                 x,
                 self.depths[i],
-                self.num_heads[i],
+                self.heads[i],
                 self.window,
                 stage_hw,
                 self.mlp_ratio,
                 name=f"layers_{i}_blocks",
                 remat=self.remat,
-                chunk_windows=self.chunk_windows,
+                attention_chunk_windows=self.attention_chunk_windows,
                 **self._policy(),
             )
-            out_dim = self.embed_dims[i + 1] if i + 1 < n else self.embed_dims[-1]
+            out_dim = self.dims[i + 1] if i + 1 < n else self.dims[-1]
             x = PatchReverseMerging(
                 out_dim, self.dtype, self.precision, name=f"layers_{i}_upsample"
             )(x)
