@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim = o = ml_collections.ConfigDict()
     o.lr = 1e-4  # AdamW learning rate of the model (main and GAN phases)
     o.warmup_steps = 0  # linear learning-rate warm-up from lr/warmup_steps (0 = off, official)
+    o.cosine_decay = False  # after the warm-up, cosine decay of the model's learning rate to
+    # final_lr_fraction * lr at the phase's last step (train.num_steps); official: constant
+    o.final_lr_fraction = 0.1  # with cosine_decay: the learning rate at the end of the phase
     o.b1 = 0.9  # Adam beta1
     o.b2 = 0.999  # Adam beta2
     o.eps = 1e-8  # Adam epsilon

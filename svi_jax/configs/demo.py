@@ -30,7 +30,10 @@ from svi_jax.configs import tiny
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = tiny.get_config()  # model: the reference small config, unchanged
+    config = tiny.get_config()  # model: the reference small config, with fewer heads
+    m = config.model
+    m.analysis_heads = (2, 2, 2, 2)  # deviation: head dim 16..32 (tiny: 16 heads, dim 2..4)
+    m.synthesis_heads = (2, 2, 2, 2)
     config.phase = "warming,main"  # official order; each phase in workdir/<phase>
     d = config.data
     d.crop_size = 128  # y 8x8: every Swin stage sees whole 8x8 windows, as at eval time
@@ -39,16 +42,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.num_samples = 1  # M
     t = config.train
     t.output_bias_init = 0.45  # deviation: see the docstring
-    t.num_steps = 80  # main phase steps (5 cycles of the 16 levels)
+    t.num_steps = 100  # main phase steps (6 cycles of the 16 levels)
     t.log_every = 20
-    t.checkpoint_every = 80
+    t.checkpoint_every = 100
     t.eval_every = 0  # validate once, at the end of the phase
     t.image_every = 0
     o = config.optim
-    o.lr = 1e-4  # main phase: the official AdamW 1e-4
-    o.warming_lr = 4e-4  # deviation: official 1e-4
-    o.warmup_steps = 50  # deviation: linear warm-up of the learning rate
+    o.lr = 1e-4  # main phase: the official AdamW 1e-4, constant
+    o.warmup_steps = 20  # deviation: main starts a fresh Adam state; short linear warm-up
 
     w = config.phase_overrides.warming = ml_collections.ConfigDict()
-    w.train = ml_collections.ConfigDict(dict(num_steps=500, eval_every=-1, checkpoint_every=250))
+    w.train = ml_collections.ConfigDict(dict(num_steps=1000, eval_every=-1, checkpoint_every=500))
+    w.optim = ml_collections.ConfigDict(
+        dict(
+            warming_lr=5e-4,  # deviation: official 1e-4
+            warmup_steps=100,  # deviation: linear warm-up over the first 100 steps ...
+            cosine_decay=True,  # ... then cosine decay to final_lr_fraction (0.1) * 5e-4
+        )
+    )
     return config
