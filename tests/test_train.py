@@ -23,7 +23,7 @@ import optax
 import pytest
 
 import svi_jax
-from svi_jax.configs import tiny
+from svi_jax.configs import demo, tiny
 from svi_jax.data.image_io import DataError
 from svi_jax.training import TrainingDivergedError, loop, optim, steps, train_and_evaluate
 from svi_jax.weights.export import load_exported_model
@@ -264,3 +264,21 @@ def test_metrics_reach_the_host_only_at_host_steps(tmp_path, monkeypatch):
 def test_profile_steps_write_a_trace(tmp_path):
     train_and_evaluate(machinery_config(num_steps=3, profile_steps=1), tmp_path / "run")
     assert list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+
+
+def test_learning_rate_schedule_warms_up_then_decays_over_the_phase():
+    """optim.warmup_steps then optim.cosine_decay (demo only): lr/warmup -> lr at the end of the
+    warm-up, a cosine to final_lr_fraction * lr at the phase's train.num_steps; constant when
+    cosine_decay is off (official)."""
+    cfg = loop.phase_config(demo.get_config(), "warming")
+    lr, warmup, total = cfg.optim.warming_lr, cfg.optim.warmup_steps, cfg.train.num_steps
+    schedule = optim._schedule(cfg, lr)
+    np.testing.assert_allclose(float(schedule(0)), lr / warmup, rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(warmup)), lr, rtol=1e-5)
+    middle = (warmup + total) // 2
+    np.testing.assert_allclose(float(schedule(middle)), lr * (1 + 0.1) / 2, rtol=1e-2)
+    np.testing.assert_allclose(float(schedule(total)), 0.1 * lr, rtol=1e-5)
+    cfg.optim.cosine_decay = False
+    np.testing.assert_allclose(float(optim._schedule(cfg, lr)(total)), lr, rtol=1e-6)
+    cfg.optim.warmup_steps = 0
+    assert optim._schedule(cfg, lr) == lr  # official: a constant

@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim = optim = ml_collections.ConfigDict()
     optim.lr = 1e-4  # AdamW learning rate of the model (main and GAN phases)
     optim.warmup_steps = 0  # linear learning-rate warm-up from lr/warmup_steps (0 = off, official)
+    optim.cosine_decay = False  # after the warm-up, cosine decay of the model's learning rate to
+    # final_lr_fraction * lr at the phase's last step (train.num_steps); official: constant
+    optim.final_lr_fraction = 0.1  # with cosine_decay: the learning rate at the end of the phase
     optim.b1 = 0.9  # Adam beta1
     optim.b2 = 0.999  # Adam beta2
     optim.eps = 1e-8  # Adam epsilon

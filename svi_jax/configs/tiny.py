@@ -3,7 +3,8 @@
 Same architecture as configs/paper.py, narrower: y has 64 channels in 16 slices of 4, g_a dims
 (32, 48, 64, 64), g_s dims (64, 64, 48, 32); 1,435,467 parameters. It is the config of the
 official reference data in ../shared/reference/sic_small_A.npz and the tests' model; the
-embedded default (configs/demo.py) trains this model with a recipe that learns on a CPU.
+embedded default (configs/demo.py) trains this model, with fewer heads, on a recipe that
+learns on a CPU.
 Run:  python train.py --config configs/tiny.py   (main phase only, the fields below)
 Does: main phase, 200 steps of 64x64 crops, global batch 2, M = 1, official init and
   learning rate: the decoder collapses to a flat mean-colour image (PSNR ~12.4 dB at every

@@ -68,22 +68,36 @@ def _clipped(clip_norm: float, tx: optax.GradientTransformation) -> optax.Gradie
     return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm > 0 else tx
 
 
-def learning_rate(lr: float, warmup_steps: int):
-    """`lr`, or a linear warm-up from lr / warmup_steps to lr over the first `warmup_steps`
-    optimizer steps, then constant (not in the official recipe: the demo config uses it)."""
+def learning_rate(lr: float, warmup_steps: int, decay_steps: int = 0, final_fraction: float = 1.0):
+    """The model's learning rate per optimizer step (not in the official recipe, which keeps
+    `lr` constant; the demo config uses both parts):
+
+    * a linear warm-up from lr / warmup_steps to lr over the first `warmup_steps` steps
+      (0 = none);
+    * then, when decay_steps > warmup_steps, a cosine decay from lr to final_fraction * lr at
+      step `decay_steps` (constant after it); otherwise constant lr.
+    """
+    if decay_steps > warmup_steps and final_fraction != 1.0:
+        return optax.warmup_cosine_decay_schedule(
+            lr / max(warmup_steps, 1), lr, warmup_steps, decay_steps, final_fraction * lr
+        )
     if warmup_steps <= 0:
         return lr
     return optax.linear_schedule(lr / warmup_steps, lr, warmup_steps)
 
 
+def _schedule(config: ml_collections.ConfigDict, lr: float):
+    o = config.optim
+    decay = int(config.train.num_steps) if o.get("cosine_decay", False) else 0
+    return learning_rate(lr, int(o.get("warmup_steps", 0)), decay, o.get("final_lr_fraction", 1.0))
+
+
 def model_optimizer(config: ml_collections.ConfigDict, phase: str):
     o = config.optim
-    warmup = int(o.get("warmup_steps", 0))
     if phase == "warming":
-        adam = optax.adam(learning_rate(o.warming_lr, warmup), o.b1, o.b2, o.eps)
+        adam = optax.adam(_schedule(config, o.warming_lr), o.b1, o.b2, o.eps)
         return _clipped(o.warming_clip_norm, adam)
-    lr = learning_rate(o.lr, warmup)
-    adamw = optax.adamw(lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
+    adamw = optax.adamw(_schedule(config, o.lr), o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
     return _clipped(o.clip_norm, adamw)
 
 
