@@ -3,7 +3,7 @@
     python eval.py                                    # runs/tiny on scikit-image's photos
     python eval.py --checkpoint runs/paper --data /data/kodak --out runs/paper/eval_kodak
     python eval.py --official-checkpoint sic.pth --config configs/paper.py --data tfds:div2k
-    python eval.py ... --samples 8 --levels 1,4,8,16 --compare baselines/hific.json
+    python eval.py ... --samples 8 --levels 1,4,8,16 --compare baselines/demo.json
     python eval.py ... --inception pt_inception-2015-12-05-6726825d.pth   # adds FID/KID
 
 Writes <out>/results.json (per level and per image), results.csv, results_per_image.csv,

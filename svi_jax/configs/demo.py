@@ -55,9 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.num_samples = 1  # M
     train = config.train
     train.output_bias_init = 0.45  # deviation: see the docstring
-    train.num_steps = 100  # main phase steps (6 cycles of the 16 levels)
+    train.num_steps = 250  # main phase steps (~16 cycles of the 16 levels)
     train.log_every = 20
-    train.checkpoint_every = 100
+    train.checkpoint_every = 250
     train.eval_every = 0  # validate once, at the end of the phase
     train.image_every = 0
     optim = config.optim

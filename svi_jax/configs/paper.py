@@ -23,8 +23,10 @@ prints ours beside it). On a 2-core CPU one step takes about a minute (a smoke t
 Precision: bfloat16 compute on GPU/TPU and float32 on CPU (`model.dtype = "auto"`);
 rematerialised Swin blocks on CPU only (`model.remat = "auto"`).
 Expected results: the paper reports its rate-distortion-perception curves (bpp vs PSNR,
-MS-SSIM, LPIPS, DISTS, FID, KID on Kodak, CLIC2020 and DIV2K) as figures; no per-level table is
-shipped here (see README, "Evaluation": `eval.py --compare` draws any results.json beside yours).
+MS-SSIM, LPIPS, DISTS, FID, KID on Kodak, CLIC2020 and DIV2K) as figures, not tables, and no
+numbers read off a plot are shipped. baselines/README.md gives the commands that evaluate the
+official checkpoint with this protocol into a baseline that `eval.py --compare` draws beside a
+run of yours; baselines/demo.json is the measured curve of the embedded demo.
 """
 
 import ml_collections
