@@ -1,5 +1,6 @@
 """svi_jax: progressive Synonymous Image Compression (ICML 2025) in JAX/Flax."""
 
+from svi_jax import _moved
 from svi_jax.forward import (
     TrainNoise,
     compose_level_latent,
@@ -42,3 +43,5 @@ __all__ = [
     "train_forward",
     "warming_loss",
 ]
+
+_moved.install()  # old flat-layout import paths (svi_jax.export, ...) keep working

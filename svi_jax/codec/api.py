@@ -47,6 +47,15 @@ def _analyze(model: ProgressiveSIC, params, x, medians):
 
 
 @functools.partial(jax.jit, static_argnames="model")
+def _hyper(model: ProgressiveSIC, params, z_sym, medians):
+    """Float h_s(ẑ) on the default device, ẑ = z symbols + medians, (h, w, 2C): a diagnostic of
+    what the float network computes there (run-to-run repeatability on a GPU). The coder never
+    reads it: its (σ, μ) come from the integer entropy model on the host (integer_model.py)."""
+    z_hat = jnp.asarray(z_sym, jnp.float32) + medians
+    return _apply(model, params, ProgressiveSIC.hyper_synthesis, z_hat[None])[0]
+
+
+@functools.partial(jax.jit, static_argnames="model")
 def _reconstruct(model: ProgressiveSIC, params, y_hat, hyper, level, uniform):
     """g_s of [ŷ first W·level channels | round(μ_h + U[−2, 2)) after] -> uint8 image."""
     c = model.latent_channels
