@@ -36,6 +36,9 @@ MOVED = {
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self):
+        self._specs = {}  # new module name -> its own spec, which importlib overwrites
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in MOVED:
             return None
@@ -47,11 +50,12 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2
         )
         module = importlib.import_module(new)
-        self._spec = module.__spec__  # importlib points __spec__ at the old name: undone below
+        # importlib points __spec__ at the old name: exec_module puts the module's own back
+        self._specs.setdefault(new, module.__spec__)
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._spec  # already executed; keep its own spec (reload, pickling)
+        module.__spec__ = self._specs[module.__name__]  # already executed; keep its own spec
 
 
 def install() -> None:

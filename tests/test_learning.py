@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import use_test_compilation_cache
 
 import eval as eval_cli
 from svi_jax.configs import demo
@@ -29,15 +27,11 @@ from svi_jax.data.image_io import skimage_photos
 from svi_jax.evaluation import plots
 from svi_jax.forward import bound_apply, encode_latents
 from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.metrics.pixelwise import psnr_from_mse
 from svi_jax.nn.model import ProgressiveSIC, build_model
 from svi_jax.training import loop, steps
 
-CACHE = os.environ.get(
-    "SVI_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "svi_jax_test_cache")
-)
-jax.config.update("jax_compilation_cache_dir", CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+use_test_compilation_cache()
 
 PHOTOS = ("chelsea", "motorcycle")  # centre crops checked (training photos of the default split)
 TRAIN_PHOTOS = ("chelsea", "hubble_deep_field", "motorcycle")  # the default training split
@@ -87,7 +81,7 @@ def training_batches(seed: int, num: int) -> list[jax.Array]:
 def _own_and_swapped(model, params, x):
     apply = bound_apply(model, params)
     y_hat = encode_latents(model, params, x).y_hat
-    psnr = lambda x_hat: -10 * jnp.log10(jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3)))
+    psnr = lambda x_hat: psnr_from_mse(jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3)))
     own = apply(ProgressiveSIC.synthesis, y_hat)
     swapped = apply(ProgressiveSIC.synthesis, y_hat[::-1])
     return psnr(own), psnr(swapped)
@@ -131,7 +125,8 @@ def _step_and_model():
 
 
 def warming_run(output_bias_init: float, seed: int):
-    """NUM_STEPS of the demo's warming phase on the fixed crops; (before, after) PSNRs."""
+    """NUM_STEPS of the demo's warming phase on random training crops; (before, after) PSNRs
+    of the fixed centre crops."""
     cfg = demo_warming_config(output_bias_init)
     step, model = _step_and_model()
     x = centre_crops()

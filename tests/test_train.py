@@ -13,7 +13,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import tempfile
 
 import chex
 import jax
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import TEST_CACHE, use_test_compilation_cache
 
 import svi_jax
 from svi_jax.configs import demo, tiny
@@ -29,12 +29,7 @@ from svi_jax.training import TrainingDivergedError, loop, optim, steps, train_an
 from svi_jax.weights.export import load_exported_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = os.environ.get(
-    "SVI_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "svi_jax_test_cache")
-)
-jax.config.update("jax_compilation_cache_dir", CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+use_test_compilation_cache()
 
 
 def machinery_config(**train):
@@ -110,7 +105,7 @@ def test_bad_data_folder_raises_clear_error(tmp_path):
 def test_embedded_default_end_to_end(tmp_path):
     """`python train.py` (the embedded default: warming then main) with reduced step counts."""
     workdir = tmp_path / "tiny"
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE)
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=TEST_CACHE)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     args = ["--config.train.num_steps=3", "--config.train.checkpoint_every=2"]
     args += ["--config.train.image_every=3", "--config.train.eval_every=0"]

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import tempfile
 
 import chex
 import jax
 import numpy as np
 import pytest
+from conftest import use_test_compilation_cache
 
 from svi_jax.configs import tiny
 from svi_jax.tracing import trace_count
 from svi_jax.training import steps, train_and_evaluate
 from svi_jax.weights.export import load_exported_model
 
-CACHE = os.environ.get(
-    "SVI_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "svi_jax_test_cache")
-)
-jax.config.update("jax_compilation_cache_dir", CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+use_test_compilation_cache()
 
 
 def one_step_config(phase, **train):

@@ -168,11 +168,11 @@ def rematerialise(setting: bool | str) -> bool:
 
 # config.model fields given as words (the config's vocabulary) -> the module's values
 _RESOLVERS = {
-    "remat": lambda v: rematerialise(v),
+    "remat": rematerialise,
     "dtype": lambda v: compute_dtype(v) if isinstance(v, str) else v,
     "precision": lambda v: matmul_precision(v) if isinstance(v, str) else v,
     "attention_implementation": lambda v: attention_implementation(v or ""),
-    "construction_size": lambda v: as_pair(tuple(v) if isinstance(v, list | tuple) else v),
+    "construction_size": as_pair,
 }
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from svi_jax.data.image_io import DataError, eval_images
 from svi_jax.forward import evaluation_pass, latent_shapes, pad_to_multiple
 from svi_jax.metrics.lpips import lpips_distance
+from svi_jax.metrics.pixelwise import psnr_from_mse
 from svi_jax.objective import level_weights
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Validator:
                 rec = np.round(np.asarray(x_hat[0, :h, :w]) * 255.0) / 255.0
                 mse8 = float(np.mean((rec - image) ** 2))
                 row = {k: float(v) for k, v in metrics.items()}
-                row["psnr"] = float(-10 * np.log10(max(mse8, 1e-10)))
+                row["psnr"] = float(psnr_from_mse(max(mse8, 1e-10)))  # of the 8-bit image
                 rows.append(row)
             per_level[level] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         return {
