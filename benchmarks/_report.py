@@ -3,12 +3,15 @@
 Used by benchmarks/train_step.py and benchmarks/eval.py (import as `_report` when run as
 scripts: the benchmarks folder is on sys.path).
 
-- FLOPs: XLA's own count of the compiled executable (`compiled.cost_analysis()["flops"]`),
-  and as a cross-check a count from the jaxpr (dot_general and convolutions only, scan bodies
-  multiplied by their length; XLA's cost analysis counts a while-loop body once, so it
-  undercounts scanned code).
-- MFU: achieved FLOP/s over the device's peak for the compute dtype (table below, dense
-  tensor-core figures; "n/a" where the device is not listed, e.g. CPUs).
+- FLOPs: the model's FLOPs counted from the jaxpr (dot_general and convolutions, scan bodies
+  times their length), the numerator of MFU. XLA's own count of the compiled executable
+  (`compiled.cost_analysis()["flops"]`) is printed as a cross-check only: it counts a
+  while-loop body once (scanned code) and, on GPUs, leaves out every cuBLAS/cuDNN custom call
+  (measured on an H200: 0.47 TFLOP for a paper step whose jaxpr holds 8.4).
+- MFU: model FLOPs per second over the device's peak for the compute dtype (table below, dense
+  tensor-core figures; "n/a" where the device is not listed, e.g. CPUs). A step traced with
+  rematerialisation does more work than the model needs (the recomputed forward passes):
+  train_step.py counts MFU from the step without remat and HFU (hardware FLOPs) with it.
 - Official figures: the official PyTorch code measured on the same device kinds (issue 9).
 """
 
@@ -18,6 +21,7 @@ import resource
 import time
 
 import jax
+from flax import linen as nn
 
 from svi_jax.graph_size import product_flops
 
@@ -113,6 +117,13 @@ def jaxpr_flops(jaxpr) -> float:
         else:
             total += sum(subs)
     return total
+
+
+def traced_flops(fn, *args) -> float:
+    """jaxpr_flops of fn(*args), traced only (nothing compiles or runs); flax modules among
+    `args` are static."""
+    static = tuple(i for i, a in enumerate(args) if isinstance(a, nn.Module))
+    return jaxpr_flops(jax.make_jaxpr(fn, static_argnums=static)(*args))
 
 
 def compile_timed(jitted, *args) -> tuple[object, dict]:

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # One-GPU benchmark suite (issue 9), <= 5 minutes on one H200, each part under its own timeout,
 # results written as they come:
-#   env.txt              jax version and devices
-#   compile.txt          benchmarks/compile.py (compile seconds / HLO sizes; skipped if absent)
+#   suite.log            what ran, how long, exit codes (124 = hit its timeout); jax, devices
+#   codec.txt            benchmarks/codec_roundtrip.py --save: .sic files made and decoded on
+#                        this device (the GPU codec bug); roundtrip.npz holds them, to decode on
+#                        another machine with --verify roundtrip.npz
 #   train_step_b2.jsonl  paper main step, 2 images/device (the official setting): seconds/step,
 #                        compile s, peak memory, TFLOP/s, MFU, ratios to the official H200 step
-#   train_step_b16.jsonl the same at 16 images/device (MFU goal >= 35% in bf16)
 #   eval.txt             16-level eval of a 768x512 image vs the official test() pass
-#   suite.log            what ran, how long, exit codes (124 = hit its timeout)
+#   train_step_b16.jsonl the same at 16 images/device (MFU goal >= 35% in bf16)
+#   compile.txt          benchmarks/compile.py (compile seconds / HLO sizes of every function)
+#   autotune0.jsonl      only with T_AUTOTUNE set: the b2 step with --xla_gpu_autotune_level=0
+#                        (how much of the compile is GEMM/conv autotuning, and what it buys)
 #
 #   benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--dry-run]
 #     --out DIR     results folder (default: $OUT, else gpu_results/)
-#     --wheels DIR  folder made by benchmarks/gpu_wheels.sh: its wheels are installed with
-#                   `pip install --no-index` and its alexnet.ckpt serves as LPIPS weights
+#     --wheels DIR  folder made by benchmarks/gpu_wheels.sh: those of its wheels whose
+#                   distribution is not installed already go to /tmp/svi_site (on PYTHONPATH; the
+#                   image's own packages are left alone) and its alexnet.ckpt serves as LPIPS
+#                   weights
 #     --dry-run     CPU smoke test of the whole suite with the tiny config and tiny sizes
 # Typical use: `benchmarks/gpu_wheels.sh gpu_wheels` here once (the folder is untracked, so it
 # travels with the working tree), then on the GPU machine
 # `bash benchmarks/gpu_suite.sh --wheels gpu_wheels --out "$OUT"`.
-# Timeouts (seconds) can be set with T_SETUP, T_COMPILE, T_STEP2, T_STEP16, T_EVAL (defaults
-# 40/60/70/60/45, with 20 for the environment check: <= 295 s in all; the dry run allows 10-15 min each).
+# Timeouts (seconds) can be set with T_SETUP, T_CODEC, T_STEP2, T_EVAL, T_STEP16, T_COMPILE,
+# T_AUTOTUNE (defaults 40/45/70/50/50/40, autotune part off: <= 315 s with the 20 s environment
+# check; the dry run allows 10-15 min each). The compilation cache is off (cold compiles).
 # The paper config computes in bf16 on accelerators (model.dtype "auto"); any config field can be
 # passed to the train-step parts through STEP_FLAGS, e.g. STEP_FLAGS=--config.model.dtype=float32.
 set -u
@@ -38,6 +45,7 @@ done
 mkdir -p "$RESULTS"
 LOG="$RESULTS/suite.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 SVI_JAX_COMPILATION_CACHE=off
 START=$(date +%s)
 
 log() { echo "[$(date -u +%H:%M:%S) +$(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
@@ -58,7 +66,7 @@ part() {
 if [[ $DRY == 1 ]]; then
   export JAX_PLATFORMS=cpu
   # A CPU compiles the tiny step in about 30 s idle, minutes when loaded: wider limits.
-  : "${T_COMPILE:=600}" "${T_STEP2:=900}" "${T_STEP16:=900}" "${T_EVAL:=900}"
+  : "${T_CODEC:=600}" "${T_COMPILE:=600}" "${T_STEP2:=900}" "${T_STEP16:=900}" "${T_EVAL:=900}"
   CONFIG=svi_jax/configs/tiny.py
   STEP_ARGS=(--steps 2 --warmup 1 "--config.data.crop_size=64")
   B_SMALL=1
@@ -71,37 +79,59 @@ else
   B_SMALL=2
   B_LARGE=16
   EVAL_ARGS=(--config paper --size 768x512 --synthesis-batch 4 16 --repeats 3)
-  COMPILE_ARGS=()
+  COMPILE_ARGS=(--configs paper,tiny)
 fi
 
 log "gpu_suite: results in $RESULTS (dry run: $DRY)"
 if [[ -n "$WHEELS" ]]; then
-  part "install wheels" "${T_SETUP:-40}" "$RESULTS/env.txt" \
-    python -m pip install --no-index --find-links "$WHEELS" \
-    constriction ml-collections grain tensorboardX
+  # Only what the image lacks: a wheel whose distribution is already installed stays out, so
+  # the image's own numpy/protobuf/... are never shadowed by another version.
+  missing=()
+  for wheel in "$WHEELS"/*.whl; do
+    dist=$(basename "$wheel" | cut -d- -f1)
+    python -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$dist" 2>/dev/null ||
+      missing+=("$wheel")
+  done
+  log "wheels to install: ${missing[*]##*/}"
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    part "install wheels" "${T_SETUP:-40}" "$LOG" python -m pip install -q --no-index --no-deps \
+      --no-compile --no-cache-dir --target /tmp/svi_site "${missing[@]}"
+    export PYTHONPATH="$PYTHONPATH:/tmp/svi_site"
+  fi
   if [[ -f "$WHEELS/alexnet.ckpt" ]]; then
     export SVI_LPIPS_WEIGHTS=$WHEELS
   fi
 fi
-part "environment" 20 "$RESULTS/env.txt" python -c \
-  'import jax, sys; print(sys.version.split()[0], "jax", jax.__version__, jax.devices())'
+part "environment" 20 "$LOG" sh -c 'python -c "import jax, sys; print(sys.version.split()[0], \"jax\", jax.__version__, jax.devices())"; nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null'
 
-if [[ -f benchmarks/compile.py ]]; then
-  part "compile benchmark" "${T_COMPILE:-60}" "$RESULTS/compile.txt" \
-    python benchmarks/compile.py "${COMPILE_ARGS[@]}"
-else
-  log "skip compile benchmark: benchmarks/compile.py is absent"
-fi
+CODEC_ARGS=()
+[[ -f runs/tiny/export/export.json ]] && CODEC_ARGS=(--checkpoint runs/tiny)
+part "codec round trip" "${T_CODEC:-45}" "$RESULTS/codec.txt" \
+  python benchmarks/codec_roundtrip.py "${CODEC_ARGS[@]}" --save "$RESULTS/roundtrip.npz" \
+  ${CODEC_EXTRA:-}
+
 
 # shellcheck disable=SC2086  # STEP_FLAGS: extra flags, split on spaces on purpose
 part "train step, ${B_SMALL}/device" "${T_STEP2:-70}" "$RESULTS/train_step_b${B_SMALL}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_SMALL" \
   "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
+part "16-level eval" "${T_EVAL:-50}" "$RESULTS/eval.txt" \
+  python benchmarks/eval.py "${EVAL_ARGS[@]}"
 # shellcheck disable=SC2086
-part "train step, ${B_LARGE}/device" "${T_STEP16:-60}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
+part "train step, ${B_LARGE}/device" "${T_STEP16:-50}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_LARGE" \
   "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
-part "16-level eval" "${T_EVAL:-45}" "$RESULTS/eval.txt" \
-  python benchmarks/eval.py "${EVAL_ARGS[@]}"
+if [[ -f benchmarks/compile.py ]]; then
+  part "compile benchmark" "${T_COMPILE:-40}" "$RESULTS/compile.txt" \
+    python benchmarks/compile.py "${COMPILE_ARGS[@]}"
+else
+  log "skip compile benchmark: benchmarks/compile.py is absent"
+fi
+if [[ -n "${T_AUTOTUNE:-}" && $DRY == 0 ]]; then
+  # shellcheck disable=SC2086
+  part "train step, ${B_SMALL}/device, autotune level 0" "$T_AUTOTUNE" "$RESULTS/autotune0.jsonl" \
+    env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" python benchmarks/train_step.py \
+    --config "$CONFIG" --per_device_batch "$B_SMALL" "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
+fi
 
 log "gpu_suite done in $(($(date +%s) - START))s"

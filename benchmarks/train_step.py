@@ -58,18 +58,31 @@ def official_setting(config, phase: str) -> bool:
     )
 
 
-def performance_report(config, model, phase, seconds, jaxpr_flops, info) -> dict:
-    """TFLOP/s, MFU and official ratios of one benchmarked phase (benchmarks/_report.py)."""
+def model_flops(config, model, phase, state, batch) -> float:
+    """FLOPs of one step of the model as defined (jaxpr count, all devices), rematerialisation
+    off: what MFU counts. Traced only."""
+    config = config.copy_and_resolve_references()
+    config.phase = phase
+    step = steps.make_step_fn(config, model.clone(remat=False), load_lpips_params("alex"))
+    return _report.traced_flops(step, state, batch)
+
+
+def performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_model) -> dict:
+    """TFLOP/s, MFU (model FLOPs), HFU (the traced step's FLOPs, recomputation included) and
+    official ratios of one benchmarked phase (benchmarks/_report.py)."""
     peak_gib, peak_kind = _report.peak_memory()
     dtype = str(jax.numpy.dtype(model.dtype))
     precision = config.model.get("precision", "highest")
-    flops = info.get("flops_xla") or jaxpr_flops / jax.device_count()
+    n = jax.device_count()
+    hardware = _report.throughput(jaxpr_flops / n, seconds, dtype, precision)
     out = {
         "dtype": dtype,
         "precision": precision,
+        "flops_model_per_device": round(flops_model / n),
+        "flops_jaxpr_per_device": round(jaxpr_flops / n),
         "flops_xla": info.get("flops_xla"),
-        "flops_jaxpr_per_device": round(jaxpr_flops / jax.device_count()),
-        **_report.throughput(flops, seconds, dtype, precision),
+        **_report.throughput(flops_model / n, seconds, dtype, precision),
+        "hfu": hardware["mfu"],
         "peak_memory_gib": round(peak_gib, 3),
         "peak_memory_kind": peak_kind,
     }
@@ -119,8 +132,11 @@ def bench_phase(config, phase: str) -> dict:
     steady = times[FLAGS.warmup :] or times
     seconds = float(np.median(steady))
     compilations = trace_count(steps.step_trace_name(phase)) - traces_before
-    jaxpr_flops = _report.jaxpr_flops(jax.make_jaxpr(step_fn)(state, batches[0]))
-    perf = performance_report(config, model, phase, seconds, jaxpr_flops, info)
+    jaxpr_flops = _report.traced_flops(step_fn, state, batches[0])
+    flops_model = (
+        model_flops(config, model, phase, state, batches[0]) if model.remat else jaxpr_flops
+    )
+    perf = performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_model)
     return {
         "phase": phase,
         "device": str(jax.devices()[0].device_kind),
@@ -128,7 +144,7 @@ def bench_phase(config, phase: str) -> dict:
         "global_batch": config.data.batch_size,
         "crop": size,
         "num_samples": config.loss.num_samples,
-        "remat": bool(config.model.remat),
+        "remat": bool(model.remat),  # resolved ("auto": CPU only)
         "lower_s": info["lower_s"],
         "compile_s": info["compile_s"],
         "xla_temp_gib": info.get("xla_temp_gib"),

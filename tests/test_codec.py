@@ -10,6 +10,7 @@ as in a trained codec and the quantiles move away from their init.
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
 import jax
@@ -31,6 +32,7 @@ DATA = pathlib.Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden_tiny.sic"
 GOLDEN_EXPECTED = DATA / "golden_tiny_expected.npz"
 GOLDEN_KEY = 0  # the golden model: init_params(build_model(tiny), PRNGKey(0))
+GOLDEN_H200 = DATA / "golden_h200.npz"  # made on a GPU: benchmarks/codec_roundtrip.py's docstring
 
 
 def init_tiny(config, key: int) -> dict:
@@ -351,6 +353,23 @@ def test_golden_bitstream(config, random_params):
         image = decompress(random_params, config, data, level=level).astype(np.int16)
         ref = expected[f"level{level}"].astype(np.int16)
         assert np.abs(image - ref).max() <= 1 and np.mean(image != ref) < 0.01, level
+
+
+def test_a_file_made_on_a_gpu_decodes_here(random_params, config):
+    """The GPU bug (../shared/cases/gpu-codec-roundtrip): a .sic file compressed on an NVIDIA
+    H200 (jax 0.11.2, the golden model exported from this CPU) decodes here to exactly the
+    symbols and entropy parameters the H200 decoded, and to its pixels within ±1 (g_s is
+    float). The H200 decoded its own file in the same process too (its --save run)."""
+    saved = np.load(GOLDEN_H200)
+    codec = Codec(random_params, config)
+    _, z_sym, y_buf, hyper, _ = codec.decode_symbols(saved["sic"].tobytes())
+    np.testing.assert_array_equal(z_sym, saved["z_symbols"])
+    np.testing.assert_array_equal(y_buf, saved["y_symbols"])
+    digest = hashlib.sha256(np.ascontiguousarray(np.asarray(hyper)).tobytes()).hexdigest()
+    assert digest == str(saved["hyper_sha256"])
+    for level in (1, 8, 16):
+        image = codec.decompress(saved["sic"].tobytes(), level=level).astype(np.int16)
+        assert np.abs(image - saved[f"level{level}"].astype(np.int16)).max() <= 1, level
 
 
 if __name__ == "__main__":
