@@ -58,15 +58,6 @@ def official_setting(config, phase: str) -> bool:
     )
 
 
-def model_flops(config, model, phase, state, batch) -> float:
-    """FLOPs of one step of the model as defined (jaxpr count, all devices), rematerialisation
-    off: what MFU counts. Traced only."""
-    config = config.copy_and_resolve_references()
-    config.phase = phase
-    step = steps.make_step_fn(config, model.clone(remat=False), load_lpips_params("alex"))
-    return _report.traced_flops(step, state, batch)
-
-
 def performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_model) -> dict:
     """TFLOP/s, MFU (model FLOPs), HFU (the traced step's FLOPs, recomputation included) and
     official ratios of one benchmarked phase (benchmarks/_report.py)."""
@@ -134,7 +125,9 @@ def bench_phase(config, phase: str) -> dict:
     compilations = trace_count(steps.step_trace_name(phase)) - traces_before
     jaxpr_flops = _report.traced_flops(step_fn, state, batches[0])
     flops_model = (
-        model_flops(config, model, phase, state, batches[0]) if model.remat else jaxpr_flops
+        _report.model_step_flops(config, model, phase, state, batches[0], load_lpips_params("alex"))
+        if model.remat
+        else jaxpr_flops
     )
     perf = performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_model)
     return {
