@@ -37,7 +37,7 @@ from PIL import Image
 from svi_jax.codec import BitstreamError, Codec
 from svi_jax.configs import tiny
 from svi_jax.data.image_io import skimage_photos
-from svi_jax.weights.export import load_exported_model
+from svi_jax.weights.export import ExportError, load_exported_model
 
 LEVELS = (1, 8, 16)
 GOLDEN_KEY = 0  # tests/test_codec.py's fixed random tiny model
@@ -150,7 +150,13 @@ def main() -> int:
     mode.add_argument("--save", metavar="NPZ", help="compress + decode here, write NPZ")
     mode.add_argument("--verify", metavar="NPZ", help="decode NPZ's files here and compare")
     args = ap.parse_args()
-    codec = load_codec(args.checkpoint)
+    try:
+        codec = load_codec(args.checkpoint)
+        if args.verify:
+            np.load(args.verify).close()  # unreadable input: say so before any work
+    except (OSError, ValueError, ExportError) as e:
+        print(f"codec_roundtrip: {e}", file=sys.stderr)
+        return 2
     print(f"backend {jax.default_backend()}: {jax.devices()}", flush=True)
     if args.save:
         images = test_images(args.small, args.large)

@@ -9,10 +9,11 @@ Per phase: one step is compiled, then `--steps` steps run on random batches of
 traces of the step function over those steps must be 1 (the level is traced data). Steady
 state excludes the first `--warmup` steps. Peak memory is the device's peak_bytes_in_use
 when it reports one, else the process's peak resident set (CPU). Prints one JSON line/phase
-with lower/compile seconds, TFLOP/s and MFU (FLOPs from XLA's cost analysis of the compiled
-step, and from the jaxpr as a cross-check; benchmarks/_report.py) and, in the official
-setting (main phase, paper model, 2 x 256 x 256 per device, M = 5), the ratios to the
-official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
+with lower/compile seconds, TFLOP/s, MFU (the model's FLOPs counted from the jaxpr of the step
+without rematerialisation), HFU (the FLOPs of the step that runs, recomputation included) and
+XLA's own FLOP count as a cross-check (it misses GPU library calls; benchmarks/_report.py) and,
+in the official setting (main phase, paper model, 2 x 256 x 256 per device, M = 5), the ratios
+to the official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
     python benchmarks/train_step.py --steps 3 --warmup 1                 # this CPU
     python benchmarks/train_step.py --per_device_batch 16 --config.model.dtype=bfloat16
 """
