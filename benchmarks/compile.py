@@ -80,7 +80,7 @@ def functions(name: str):
         "eval/validation",
         val._evaluate,
         (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key)),
-        {},
+        {"hw": (crop, crop)},
     )
     h, w = EVAL_HW[name]
     c = model.latent_channels

@@ -80,3 +80,27 @@ def test_mfu_counts_the_model_without_rematerialisation():
     )
     assert _report.model_step_flops(config, model, "main", state, batch, lpips) == no_remat
     assert 1.05 * no_remat < executed < 2 * no_remat
+
+
+def test_compile_benchmark_lowers_every_function_it_lists():
+    """benchmarks/compile.py's table (what the GPU suite runs): every jitted function of the
+    tiny config traces and lowers with the arguments the benchmark builds (a signature change
+    in the library broke its eval/validation row once, unnoticed)."""
+    import compile as compile_benchmark
+
+    from svi_jax.graph_size import compile_report
+
+    labels = []
+    for label, fn, args, kwargs in compile_benchmark.functions("tiny"):
+        report = compile_report(fn, *args, compile=False, **kwargs)
+        assert report.hlo_lowered > 1000, label
+        labels.append(label)
+    assert labels == [
+        "init_params",
+        *(f"step/{phase}" for phase in ("warming", "main", "gan")),
+        "eval/validation",
+        "eval/estimated_bits",
+        "eval/synthesize",
+        "codec/analyze",
+        "codec/reconstruct",
+    ]
