@@ -8,7 +8,9 @@
 #   train_step_b2.jsonl  paper main step, 2 images/device (the official setting): seconds/step,
 #                        compile s, peak memory, TFLOP/s, MFU, ratios to the official H200 step
 #   eval.txt             16-level eval of a 768x512 image vs the official test() pass
-#   train_step_b16.jsonl the same at 16 images/device (MFU goal >= 35% in bf16)
+#   train_step_b16.jsonl the same at 16 images/device (MFU goal >= 35% in bf16), then a
+#                        kernel table of 3 traced steps: where the device time goes
+#                        (benchmarks/_profile_summary.py; the trace stays in $TMPDIR)
 #   compile.txt          benchmarks/compile.py for the tiny main step (the paper step's compile
 #                        seconds are in the train-step lines; the whole table takes minutes)
 #   autotune0.jsonl      only with T_AUTOTUNE set: the b2 step with --xla_gpu_autotune_level=0
@@ -124,7 +126,7 @@ part "16-level eval" "${T_EVAL:-80}" "$RESULTS/eval.txt" \
 # shellcheck disable=SC2086
 part "train step, ${B_LARGE}/device" "${T_STEP16:-100}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_LARGE" \
-  "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
+  "${STEP_ARGS[@]}" --profile "${TMPDIR:-/tmp}/svi_suite_trace" ${STEP_FLAGS:-}
 if [[ -f benchmarks/compile.py ]]; then
   part "compile benchmark" "${T_COMPILE:-45}" "$RESULTS/compile.txt" \
     python benchmarks/compile.py "${COMPILE_ARGS[@]}"

@@ -16,12 +16,15 @@ in the official setting (main phase, paper model, 2 x 256 x 256 per device, M = 
 to the official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
     python benchmarks/train_step.py --steps 3 --warmup 1                 # this CPU
     python benchmarks/train_step.py --per_device_batch 16 --config.model.dtype=bfloat16
+    python benchmarks/train_step.py --per_device_batch 16 --steps 4 --profile /tmp/trace
+        # + a kernel table: the costliest XLA ops and op kinds of 3 traced steps
 """
 
 import json
 import pathlib
 import time
 
+import _profile_summary
 import _report
 import jax
 import numpy as np
@@ -44,6 +47,13 @@ flags.DEFINE_string("phases", "main", "Comma-separated phases to benchmark.")
 flags.DEFINE_integer("steps", 32, "Steps per phase (after compilation).")
 flags.DEFINE_integer("warmup", 2, "Steps excluded from the steady-state timing.")
 flags.DEFINE_integer("per_device_batch", 2, "Images per device.")
+flags.DEFINE_string(
+    "profile",
+    "",
+    "After timing, trace --profile_steps steps with jax.profiler into DIR/<phase> "
+    "and print where the device time goes (benchmarks/_profile_summary.py).",
+)
+flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile trace.")
 FLAGS = flags.FLAGS
 
 
@@ -122,6 +132,14 @@ def bench_phase(config, phase: str) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     steady = times[FLAGS.warmup :] or times
+    if FLAGS.profile:
+        trace_dir = pathlib.Path(FLAGS.profile) / phase
+        with jax.profiler.trace(str(trace_dir)):
+            for i in range(FLAGS.profile_steps):
+                with jax.profiler.StepTraceAnnotation("train", step_num=i):
+                    state, metrics = compiled(state, batches[i % 2])
+            jax.block_until_ready(metrics)
+        print(_profile_summary.summarize(trace_dir, FLAGS.profile_steps), flush=True)
     seconds = float(np.median(steady))
     compilations = trace_count(steps.step_trace_name(phase)) - traces_before
     jaxpr_flops = _report.traced_flops(step_fn, state, batches[0])

@@ -12,6 +12,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import linen as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -104,3 +105,22 @@ def test_compile_benchmark_lowers_every_function_it_lists():
         "codec/analyze",
         "codec/reconstruct",
     ]
+
+
+def test_profile_summary_tables_the_ops_of_a_trace(tmp_path):
+    """benchmarks/_profile_summary.py reads a jax.profiler trace: every op kind the program
+    ran, per-step times, and a clear error for a folder with no trace."""
+    import _profile_summary
+
+    f = jax.jit(lambda a: jnp.tanh(a @ a).sum())
+    a = jnp.ones((256, 256))
+    f(a).block_until_ready()
+    with jax.profiler.trace(str(tmp_path)):
+        for _ in range(2):
+            f(a).block_until_ready()
+    table = _profile_summary.summarize(tmp_path, steps=2)
+    assert "ms of device time per step" in table
+    kinds = [line.split()[0] for line in table.split("op kind", 1)[1].splitlines()[1:]]
+    assert kinds and not any(k in ("while", "ThunkExecutor::Execute") for k in kinds)
+    with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb"):
+        _profile_summary.summarize(tmp_path / "empty")
