@@ -6,13 +6,13 @@
     python benchmarks/codec_roundtrip.py --checkpoint runs/tiny --verify gpu_roundtrip.npz
 
 Without --checkpoint the fixed random tiny model of tests/test_codec.py's golden file is used
-(initialised on this machine's default backend: for files to compare across backends, export
-it once with save_exported_model and pass the export). Images: a `--small HxW` crop of
-scikit-image's `coffee` (default 256x384, the public bug report's input,
-../shared/cases/gpu-codec-roundtrip) and `--large WxH` (default 1536x1024, resized astronaut)
-to exercise the banded analysis. tests/data/golden_h200.npz was made with
-`--checkpoint <golden tiny export> --small 128x192 --small-only` on an H200 (jax 0.11.2) and
-tests/test_codec.py decodes it here.
+(init_params(tiny, PRNGKey(0)) on this machine's default backend; to compare files across
+backends, save it once with svi_jax.weights.export.save_exported_model and pass that export to
+both runs). Images: a `--small HxW` crop of scikit-image's `coffee` (default 256x384: the
+input of the public report of the GPU bug) and a `--large HxW` resize of `astronaut` (default
+1024x1536) to exercise the banded analysis. tests/data/golden_h200.npz is a reduced copy (file
+bytes, symbols, level 1/8/16 pixels) of a `--small 128x192 --small-only` run on an H200 (jax
+0.11.2) with the golden model exported from a CPU; tests/test_codec.py decodes it.
 
 --save: per image, compresses twice (the bytes must repeat: the encoder's tables come from the
 integer entropy model), decodes every level the file holds in the same process (a corrupt
@@ -57,11 +57,11 @@ def load_codec(checkpoint: str | None) -> Codec:
 
 
 def test_images(small: str, large: str) -> dict[str, np.ndarray]:
-    """{name: uint8 (H, W, 3)}: a `small` (H x W) crop of coffee at (50, 100), `large` (W x H)
-    resized astronaut."""
+    """{name: uint8 (H, W, 3)}: a `small` (H x W) crop of coffee at (50, 100) and `large`
+    (H x W) resized astronaut."""
     photos = dict(skimage_photos(["coffee", "astronaut"]))
     sh, sw = (int(v) for v in small.lower().split("x"))
-    w, h = (int(v) for v in large.lower().split("x"))
+    h, w = (int(v) for v in large.lower().split("x"))
     big = Image.fromarray(photos["astronaut"]).resize((w, h), Image.Resampling.LANCZOS)
     return {
         f"coffee_{sh}x{sw}": np.ascontiguousarray(photos["coffee"][50 : 50 + sh, 100 : 100 + sw]),
@@ -105,6 +105,7 @@ def save(codec: Codec, images: dict, path: str) -> bool:
         for key, value in decoded.items():
             arrays[f"{name}/{key}"] = value
     arrays["device"] = np.array(str(jax.devices()[0].device_kind))
+    arrays["model_hash"] = np.array(codec.model_hash.hex())
     np.savez_compressed(path, **arrays)
     print(f"wrote {path} (made on {jax.devices()[0].device_kind}, jax {jax.__version__})")
     return ok
@@ -113,6 +114,13 @@ def save(codec: Codec, images: dict, path: str) -> bool:
 def verify(codec: Codec, path: str) -> bool:
     saved = np.load(path)
     made_on = str(saved["device"])
+    theirs = str(saved["model_hash"]) if "model_hash" in saved.files else None
+    if theirs and theirs != codec.model_hash.hex():
+        print(
+            f"FAIL {path} was made with model {theirs[:12]}, this one is "
+            f"{codec.model_hash.hex()[:12]}: pass the --checkpoint used with --save"
+        )
+        return False
     ok = True
     for name in sorted({k.split("/")[0] for k in saved.files if "/" in k}):
         data = saved[f"{name}/sic"].tobytes()
@@ -143,7 +151,7 @@ def verify(codec: Codec, path: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="export / workdir (default: golden tiny)")
-    ap.add_argument("--large", default="1536x1024", help="W x H of the larger test photo")
+    ap.add_argument("--large", default="1024x1536", help="H x W of the larger test photo")
     ap.add_argument("--small", default="256x384", help="H x W of the coffee crop (the bug's)")
     ap.add_argument("--small-only", action="store_true", help="only the coffee crop")
     mode = ap.add_mutually_exclusive_group(required=True)
@@ -153,7 +161,9 @@ def main() -> int:
     try:
         codec = load_codec(args.checkpoint)
         if args.verify:
-            np.load(args.verify).close()  # unreadable input: say so before any work
+            with np.load(args.verify) as saved:  # unreadable input: say so before any work
+                if "device" not in saved.files:
+                    raise ValueError(f"{args.verify} is not a --save file of this script")
     except (OSError, ValueError, ExportError) as e:
         print(f"codec_roundtrip: {e}", file=sys.stderr)
         return 2

