@@ -56,7 +56,8 @@ def main(argv):
         print(f"checkpoints: {result['checkpoints']}")
         print(f"logs: {result['logs']}  (TensorBoard: {result['tensorboard']})")
         print(f"export: {result['export']}")
-        print(f"step {result['step']}: {result['summary']}")
+        if not result.get("phases"):  # several phases: each printed its own line above
+            print(f"step {result['step']}: {result['summary']}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,10 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     _, p1, _ = load_exported_model(tmp_path / "straight")
     _, p2, _ = load_exported_model(tmp_path / "resumed")
     chex.assert_trees_all_close(p1, p2, rtol=1e-6, atol=1e-7)
+    # A third run of the finished workdir trains nothing and says so (no "train loss nan").
+    again = train_and_evaluate(cfg, tmp_path / "resumed")
+    assert again["step"] == 4 and again["summary"].startswith("already complete at step 4")
+    assert "nan" not in again["summary"]
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):

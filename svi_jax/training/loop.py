@@ -314,9 +314,16 @@ def train_phase(
         writer.close()
         ckpt.close()
         loader.close()
+    if start >= train_cfg.num_steps:  # resumed a finished phase: no step ran, no train loss
+        summary = f"already complete at step {start}, nothing trained"
+        summary += f" | {_summary(val)}" if val else ""
+    elif val:
+        summary = _summary(val)
+    else:
+        summary = f"train loss {metrics['loss']:.4g} (no validation)"
     return {
         "step": step,
-        "summary": _summary(val) if val else f"train loss {metrics['loss']:.4g} (no validation)",
+        "summary": summary,
         "val": val,
         "checkpoints": str(ckpt.directory),
         "logs": str(writer.jsonl_path),
