@@ -113,7 +113,8 @@ def main() -> None:
     times = {name: _time(fn, args.repeats) for name, fn in runs}
     for name, seconds in times.items():
         t_official = times[runs[-1][0]]
-        print(f"{name}: {seconds:.3f} s/image, official/this = {t_official / seconds:.2f}x")
+        ratio = "" if name == runs[-1][0] else f", official/this = {t_official / seconds:.2f}x"
+        print(f"{name}: {seconds:.3f} s/image{ratio}")
     if runs:
         pieces = {
             "bits": (_estimated_bits, (model, params, x)),
