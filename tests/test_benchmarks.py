@@ -7,16 +7,27 @@ pin that count to hand-computed values, and MFU to the model without recomputati
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import linen as nn
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import _report  # noqa: E402
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _benchmark_module(name: str):
+    """benchmarks/<name>.py as a module, without putting benchmarks/ on sys.path (its eval.py
+    would shadow the repository's eval.py for every later test)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_report = _benchmark_module("_report")
 
 
 def test_jaxpr_flops_counts_products_scans_and_conds():
@@ -87,7 +98,7 @@ def test_compile_benchmark_lowers_every_function_it_lists():
     """benchmarks/compile.py's table (what the GPU suite runs): every jitted function of the
     tiny config traces and lowers with the arguments the benchmark builds (a signature change
     in the library broke its eval/validation row once, unnoticed)."""
-    import compile as compile_benchmark
+    compile_benchmark = _benchmark_module("compile")
 
     from svi_jax.graph_size import compile_report
 
@@ -110,7 +121,7 @@ def test_compile_benchmark_lowers_every_function_it_lists():
 def test_profile_summary_tables_the_ops_of_a_trace(tmp_path):
     """benchmarks/_profile_summary.py reads a jax.profiler trace: every op kind the program
     ran, per-step times, and a clear error for a folder with no trace."""
-    import _profile_summary
+    _profile_summary = _benchmark_module("_profile_summary")
 
     f = jax.jit(lambda a: jnp.tanh(a @ a).sum())
     a = jnp.ones((256, 256))
