@@ -133,7 +133,10 @@ def _compress(args) -> None:
     image = load_image(args.image)
     codec = _load_codec(args.checkpoint)
     _check_level(args.level, codec.num_slices)
-    data = codec.compress(image, level=args.level, seed=args.seed)
+    try:
+        data = codec.compress(image, level=args.level, seed=args.seed)
+    except ValueError as error:  # e.g. latents out of the coder's range: name the image
+        raise CliError(f"{args.image}: {_one_line(error)}") from None
     safety.write_atomic(args.out, data)
     h, w = image.shape[:2]
     print(f"{args.out}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, {_size(h, w)}")
