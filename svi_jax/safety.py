@@ -4,6 +4,12 @@
   (same file after resolving symlinks, `./x` vs `x`, hard links) is refused before any work.
 * `runtime_failure(error)`: a one-line message for out-of-memory and other runtime failures
   (XLA's `JaxRuntimeError`, `MemoryError`), or None for errors that are bugs (tracebacks).
+* `write_atomic(path, data)`: the one temporary-file-and-rename writer (svi-codec outputs,
+  every image `svi_jax.data.image_io.save_image` writes). The file gets the mode a plain
+  `open(path, "w")` would give it: the mode of the file it replaces, else 0666 & ~umask
+  (mkstemp alone would leave 0600).
+* `check_output_folder(path)`: refuses, before any work, an output whose folder is missing
+  or cannot take a new file (tries to create the temporary file there).
 
 `jax.errors.JaxRuntimeError` exists in jax 0.10.2 and 0.11.x (it is jaxlib's XlaRuntimeError
 under its public name); it is looked up lazily so that importing this module stays cheap.
@@ -13,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 # Phrases with which XLA (CPU, GPU, TPU) reports an allocation failure.
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "Allocation", "allocat")
@@ -23,6 +32,11 @@ OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "Allocati
 
 class OverwriteError(ValueError):
     """An output path names one of the command's inputs; the message names both."""
+
+
+class OutputPathError(ValueError):
+    """An output path cannot be written (missing folder, not writable, a folder itself); the
+    message names the path."""
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -57,6 +71,81 @@ def refuse_overwrite(
                     f"output {out} is the input file {source}: refusing to overwrite an input; "
                     "choose another output path"
                 )
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (/proc); elsewhere
+    set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(folder: bool = False) -> int:
+    """The permission bits open() (0666) or mkdir() (0777) give a new file under the umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
+def check_output_folder(path: str | os.PathLike) -> None:
+    """Raises OutputPathError when `path` cannot be written atomically: its folder is missing
+    (never created silently), is not a folder, or refuses a new file (checked by creating and
+    removing the temporary file `write_atomic` will use), or `path` is itself a folder."""
+    target = Path(path)
+    folder = target.parent
+    if not folder.exists():
+        raise OutputPathError(f"no such folder: {folder} (for output {target}); create it first")
+    if not folder.is_dir():
+        raise OutputPathError(f"{folder} is not a folder (for output {target})")
+    if target.is_dir():
+        raise OutputPathError(f"output {target} is a folder: give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputPathError(f"cannot write into folder {folder}: {reason}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def write_atomic(
+    path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], *, make_parents=False
+) -> Path:
+    """Writes `data` (bytes, or a function writing to a binary file) to `path` through a
+    temporary file in the same folder and a rename: readers see the old file or the whole new
+    one, and an error (Ctrl-C included) leaves no temporary behind.
+
+    Mode: that of the file being replaced, else 0666 & ~umask, as `open(path, "w")` gives;
+    mkstemp creates 0600, which would hide outputs from other users and programs.
+    make_parents: create missing folders (callers that own an output tree); otherwise a
+    missing folder is an OSError. Raises OSError when the folder cannot be written.
+    """
+    target = Path(path)
+    if make_parents:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = new_file_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def _jax_runtime_error() -> type[BaseException] | None:

@@ -201,3 +201,121 @@ def test_eval_and_train_entry_points_end_runtime_failures_in_one_line(
                 raise error
         assert exit_info.value.code == 1
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.fixture()
+def umask():
+    """Sets the umask for one test (the process-wide value comes back afterwards)."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_outputs_get_the_mode_of_a_plain_write(export_dir, sic, tmp_path, umask):
+    """mkstemp alone leaves 0600: new outputs get 0666 & ~umask, a replaced file keeps its mode."""
+    from svi_jax.data.image_io import save_png
+    from svi_jax.weights.export import save_exported_model
+
+    png, data = sic
+    for mask in (0o022, 0o027):
+        umask(mask)
+        folder = tmp_path / f"u{mask:o}"
+        folder.mkdir()
+        want = 0o666 & ~mask
+        assert main(["compress", str(png), str(folder / "c.sic"), *_ck(export_dir)]) == 0
+        assert main(["decompress", str(data), str(folder / "d.png"), *_ck(export_dir)]) == 0
+        assert main(["truncate", str(data), str(folder / "t.sic"), "--level", "2"]) == 0
+        save_png(folder / "grid.png", np.zeros((4, 4, 3), np.uint8))  # eval.py's grid.png path
+        for name in ("c.sic", "d.png", "t.sic", "grid.png"):
+            assert _mode(folder / name) == want, (name, oct(_mode(folder / name)), oct(want))
+        config, params = tiny.get_config(), _params_of(export_dir)
+        assert _mode(save_exported_model(folder / "export", config, params)) == 0o777 & ~mask
+    # truncate --in-place (and any replaced output) keeps the file's own mode.
+    kept = tmp_path / "u22" / "t.sic"
+    os.chmod(kept, 0o640)
+    assert main(["truncate", str(kept), "--level", "1", "--in-place"]) == 0
+    assert _mode(kept) == 0o640 and api.info(kept.read_bytes())["coded_levels"] == 1
+
+
+def _params_of(export_dir):
+    from svi_jax.weights.export import load_exported_model
+
+    return load_exported_model(export_dir)[1]
+
+
+def test_missing_or_unwritable_output_folders_are_refused_before_decoding(
+    export_dir, sic, tmp_path, capsys, monkeypatch
+):
+    png, data = sic
+    called = []
+    monkeypatch.setattr(api.Codec, "decompress", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(api.Codec, "compress", lambda *a, **k: called.append(1))
+    missing = tmp_path / "no" / "such"
+    for argv in (
+        ["decompress", str(data), str(missing / "o.png"), *_ck(export_dir)],
+        ["compress", str(png), str(missing / "o.sic"), *_ck(export_dir)],
+        ["truncate", str(data), str(missing / "o.sic"), "--level", "1"],
+    ):
+        assert main(argv) == 1, argv
+        assert _one_error_line(capsys) == f"svi-codec: error: no such folder: {missing} " + (
+            f"(for output {argv[2]}); create it first"
+        )
+    assert not (tmp_path / "no").exists() and not called
+    # A folder that refuses a new file (as root, chmod cannot make one): the check creates
+    # the temporary file first, so the refusal comes before decoding and names the folder.
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".o.png.x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["decompress", str(data), str(tmp_path / "o.png"), *_ck(export_dir)]) == 1
+    err = _one_error_line(capsys)
+    assert err == f"svi-codec: error: cannot write into folder {tmp_path}: Permission denied"
+    assert not called and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["compress", "decompress", "write"])
+def test_ctrl_c_is_one_line_exit_130_and_no_output(
+    export_dir, sic, tmp_path, capsys, monkeypatch, where
+):
+    png, data = sic
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "write":  # interrupted between the temporary file and the rename
+        monkeypatch.setattr(os, "replace", interrupt)
+    else:
+        monkeypatch.setattr(api.Codec, where, interrupt)
+    for argv in (
+        ["compress", str(png), str(tmp_path / "x.sic"), *_ck(export_dir)],
+        ["decompress", str(data), str(tmp_path / "x.png"), *_ck(export_dir)],
+    ):
+        if where in ("compress", "decompress") and argv[0] != where:
+            continue
+        try:
+            rc = main(argv)
+        except KeyboardInterrupt:  # escaping it would also stop pytest itself
+            pytest.fail(f"KeyboardInterrupt escaped svi-codec {argv[0]} ({where})")
+        assert rc == 130, argv
+        assert capsys.readouterr().err == "svi-codec: interrupted\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_sic_outputs_must_end_in_sic(export_dir, sic, tmp_path, capsys):
+    png, data = sic
+    for name in ("c.bin", "c", "c.sic.tmp"):
+        out = str(tmp_path / name)
+        assert main(["compress", str(png), out, *_ck(export_dir)]) == 1
+        assert _one_error_line(capsys).startswith(
+            f"svi-codec: error: {out}: output must end in .sic"
+        )
+        assert main(["truncate", str(data), out, "--level", "1"]) == 1
+        assert "output must end in .sic" in _one_error_line(capsys)
+    assert not list(tmp_path.iterdir())
+    assert main(["compress", str(png), str(tmp_path / "c.SIC"), *_ck(export_dir)]) == 0

@@ -143,3 +143,131 @@ def test_module_entry_point(workdir, images, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_errors_name_their_file_and_flags_not_exception_classes(workdir, images, tmp_path, capsys):
+    good = tmp_path / "good.sic"
+    assert main(["compress", str(images["rgb.png"]), str(good), "--checkpoint", str(workdir)]) == 0
+    data = good.read_bytes()
+    files = {
+        "photo.jpg": images["gray.jpg"].read_bytes(),
+        "empty.sic": b"",
+        "header.sic": data[:50],
+        "crc.sic": data[:20] + bytes([data[20] ^ 1]) + data[21:],
+        "cut.sic": api_truncate(data, 3),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    ck = ["--checkpoint", str(workdir)]
+    other = workdir.parent / f"{workdir.name}_model_b"
+    out = str(tmp_path / "o.png")
+    cases = [
+        (["photo.jpg"], "photo.jpg: not a .sic bitstream (wrong magic bytes)"),
+        (["empty.sic"], "empty.sic: empty file: not a .sic bitstream"),
+        (["header.sic"], "header.sic: truncated .sic header (50 of 99 bytes)"),
+        (["crc.sic"], "crc.sic: corrupt .sic header (checksum mismatch)"),
+        (["cut.sic", "--level", "5"], "cut.sic: level 5 not available: the file holds levels 1..3"),
+        (["good.sic", "--level", "0"], "--level must be in 1..16, got 0"),
+        (["good.sic", "--seed", "-1"], "--seed must be in 0..2**64-1, got -1"),
+    ]
+    for argv, message in cases:
+        sic = str(tmp_path / argv[0])
+        assert main(["decompress", sic, out, *ck, *argv[1:]]) == 1, argv
+        err = _error(capsys)
+        assert err == f"svi-codec: error: {message.replace(argv[0], sic, 1)}", err
+    assert main(["decompress", str(good), out, "--checkpoint", str(other)]) == 1
+    err = _error(capsys)
+    assert err.startswith(f"svi-codec: error: {good}: written by another model"), err
+    assert f"--checkpoint {other} " in err
+    for argv in (
+        ["compress", str(images["rgb.png"]), str(tmp_path / "o.sic"), *ck, "--level", "0"],
+        ["compress", str(images["rgb.png"]), str(tmp_path / "o.sic"), *ck, "--seed", "-1"],
+        ["truncate", str(good), str(tmp_path / "o.sic"), "--level", "0"],
+        ["info", str(tmp_path / "photo.jpg")],
+    ):
+        assert main(argv) == 1, argv
+        err = _error(capsys)
+        assert "Error" not in err and ("--" in err or "photo.jpg: not a .sic" in err), err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("o")]
+
+
+def api_truncate(data: bytes, level: int) -> bytes:
+    from svi_jax.codec import truncate
+
+    return truncate(data, level)
+
+
+def _slice_start(data: bytes, k: int) -> int:
+    """Byte offset of slice segment k (1-based) in a .sic file."""
+    summary = info(data)
+    return summary["header_bytes"] + summary["z_bytes"] + sum(summary["slice_bytes"][: k - 1])
+
+
+@pytest.mark.parametrize("damage", ["cut", "checksum"])
+def test_a_file_damaged_in_slice_k_still_decodes_below_k(workdir, images, tmp_path, capsys, damage):
+    good = tmp_path / "good.sic"
+    ck = ["--checkpoint", str(workdir)]
+    assert main(["compress", str(images["rgb.png"]), str(good), *ck]) == 0
+    data = good.read_bytes()
+    start = _slice_start(data, 3) + 15  # inside slice 3's payload
+    if damage == "cut":
+        bad = data[:start]
+        what = "file cut inside slice 3"
+    else:
+        bad = data[:start] + bytes([data[start] ^ 0xFF]) + data[start + 1 :]
+        what = "corrupt bitstream: checksum mismatch in slice 3"
+    sic = tmp_path / "bad.sic"
+    sic.write_bytes(bad)
+    capsys.readouterr()
+    # Levels below the damage: the same image and the same truncated file as the intact one.
+    assert main(["decompress", str(sic), str(tmp_path / "bad2.png"), *ck, "--level", "2"]) == 0
+    assert main(["decompress", str(good), str(tmp_path / "good2.png"), *ck, "--level", "2"]) == 0
+    decoded = [np.asarray(Image.open(tmp_path / f"{n}2.png")) for n in ("bad", "good")]
+    np.testing.assert_array_equal(*decoded)
+    assert main(["truncate", str(sic), str(tmp_path / "t.sic"), "--level", "2"]) == 0
+    assert (tmp_path / "t.sic").read_bytes() == api_truncate(data, 2)
+    capsys.readouterr()
+    # Level 3 or more, and the default level, name the intact levels (never a silent level 2).
+    expected = f"svi-codec: error: {sic}: {what}: levels 1..2 are intact (use --level 2)"
+    for extra in ([], ["--level", "3"], ["--level", "16"]):
+        assert main(["decompress", str(sic), str(tmp_path / "o.png"), *ck, *extra]) == 1
+        assert _error(capsys) == expected
+    assert main(["truncate", str(sic), str(tmp_path / "o.sic"), "--level", "3"]) == 1
+    assert _error(capsys) == expected
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.sic").exists()
+    # info reports the intact levels instead of failing.
+    assert main(["info", str(sic)]) == 0
+    printed = capsys.readouterr().out
+    assert f"damaged: {what}: levels 1..2 are intact" in printed and "level  2:" in printed
+    summary = info(bad)
+    assert summary["available_levels"] == 2 and summary["damage"] == what
+    # Damage in slice 1 leaves nothing to decode; the message says so.
+    (tmp_path / "one.sic").write_bytes(data[: _slice_start(data, 1) + 5])
+    assert main(["decompress", str(tmp_path / "one.sic"), str(tmp_path / "o.png"), *ck]) == 1
+    assert _error(capsys).endswith("file cut inside slice 1: no level is intact")
+
+
+def test_decompress_help_says_which_level_it_writes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decompress", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "every level in the file" not in text
+    assert "level of the one image written (default: the highest level the file holds)" in text
+
+
+def test_sizes_are_printed_width_x_height_with_a_unit(workdir, images, tmp_path, capsys):
+    sic, png = tmp_path / "a.sic", tmp_path / "a.png"
+    ck = ["--checkpoint", str(workdir)]
+    assert main(["compress", str(images["rgb.png"]), str(sic), *ck, "--level", "2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("bpp, 70x40 px (W x H)")  # a 40-row image
+    assert main(["decompress", str(sic), str(png), *ck]) == 0
+    assert capsys.readouterr().out.strip() == f"{png}: level 2, 70x40 px (W x H)"
+    assert main(["info", str(sic)]) == 0
+    assert ", 70x40 px (W x H), levels 2/2 present" in capsys.readouterr().out

@@ -204,12 +204,7 @@ class Codec:
                 f"encoder {head.encoder or 'unknown'}, decoder {self.encoder_id}. This is a "
                 "determinism failure of svi_jax, not a corrupt file; please report it"
             )
-        available = stream.available_levels
-        if available == 0:
-            raise fmt.BitstreamError("bitstream holds no slice: cut before slice 1")
-        level = available if level is None else int(level)
-        if not 1 <= level <= available:
-            raise fmt.BitstreamError(f"level {level} not available: the file holds 1..{available}")
+        level = stream.resolve_level(level)  # levels below a cut / corrupt slice still decode
         if head.height * head.width > MAX_PIXELS:
             raise fmt.BitstreamError(f"implausible image size {head.height}x{head.width}")
         return level
@@ -346,7 +341,10 @@ def truncate(data: bytes, level: int) -> bytes:
 
 
 def info(data: bytes) -> dict:
-    """Header fields, bytes per segment and bits per pixel per level (no model needed)."""
+    """Header fields, bytes per segment and bits per pixel per level (no model needed).
+
+    A file cut or corrupt inside slice k reports levels 1..k-1 (`available_levels`) and what
+    is wrong (`damage`, else None). Raises BitstreamError for a bad header or z stream."""
     stream = fmt.parse(bytes(data))
     head = stream.header
     sizes = stream.segment_sizes()
@@ -365,6 +363,7 @@ def info(data: bytes) -> dict:
         "width": head.width,
         "coded_levels": head.num_levels,
         "available_levels": stream.available_levels,
+        "damage": stream.damage,  # None, or what is wrong with slice available_levels + 1
         "num_slices": head.num_slices,
         "seed": head.seed,
         "header_bytes": fmt.HEADER_SIZE,

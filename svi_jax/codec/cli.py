@@ -13,22 +13,28 @@ decompress writes the format its output's extension names (.png, .jpg/.jpeg at q
 --checkpoint takes an export directory, a train.py workdir (holding export/), or a directory
 inside the workdir such as workdir/checkpoints[/step] (the workdir's export/ is used).
 An output that is one of the command's inputs (the same file through a symlink, `./x` or a
-hard link too) is refused; truncate rewrites its input only with --in-place. Outputs are
-written atomically (temporary file + rename); on any error (out of memory included) the
-command prints one line, exits with status 1 and leaves no output file.
+hard link too) is refused; truncate rewrites its input only with --in-place. .sic outputs
+must end in .sic. An output folder that is missing or cannot take a new file is refused
+before any decoding (folders are never created). Outputs are written atomically (temporary
+file + rename, `svi_jax.safety.write_atomic`) with the mode a plain write gives: 0666 & ~umask
+for a new file, the old file's mode for a replaced one (truncate --in-place). On any error
+(out of memory included) the command prints one line naming the file it is about, exits with
+status 1 and leaves no output file; Ctrl-C prints "svi-codec: interrupted" and exits 130.
+A .sic cut (or corrupt) inside slice k decodes, truncates and reports levels 1..k-1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import sys
-import tempfile
 
 from svi_jax import safety
 from svi_jax.codec import api
+from svi_jax.codec import format as fmt
 from svi_jax.codec.format import BitstreamError
 from svi_jax.codec.range_coding import EntropyCodingError
 from svi_jax.compilation import enable_persistent_cache
@@ -67,17 +73,31 @@ def _load_codec(path: str) -> api.Codec:
     raise CliError(str(error))
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    target = pathlib.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+@contextlib.contextmanager
+def _about(path: str):
+    """Bitstream errors name the file they are about: `x.sic: not a .sic bitstream ...`; a
+    damaged file also says which --level still decodes."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except BitstreamError as error:
+        hint = ""
+        if isinstance(error, fmt.PartialFileError) and error.intact:
+            hint = f" (use --level {error.intact})"
+        raise CliError(f"{path}: {_one_line(error)}{hint}") from None
+
+
+def _check_level(level: int | None, num_slices: int) -> None:
+    if level is not None and not 1 <= level <= num_slices:
+        raise CliError(f"--level must be in 1..{num_slices}, got {level}")
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**64:
+        raise CliError(f"--seed must be in 0..2**64-1, got {seed}")
+
+
+def _size(height: int, width: int) -> str:
+    return f"{width}x{height} px (W x H)"
 
 
 def _read(path: str) -> bytes:
@@ -96,31 +116,53 @@ def _export_files(checkpoint: str) -> list[pathlib.Path]:
     return [f for d in (p, p / "export") if d.is_dir() for f in d.iterdir() if f.is_file()]
 
 
-def _refuse_image_name(out: str) -> None:
-    """A .sic written under an image's name (photo.png) would be a file its name lies about."""
-    if pathlib.Path(out).suffix.lower() in {*OUTPUT_FORMATS, *IMAGE_EXTENSIONS}:
+def _refuse_non_sic_name(out: str) -> None:
+    """.sic data goes to a .sic name: an image's name (photo.png) or none would lie about it."""
+    suffix = pathlib.Path(out).suffix.lower()
+    if suffix in {*OUTPUT_FORMATS, *IMAGE_EXTENSIONS}:
         raise CliError(f"output {out} is named like an image but gets .sic data: name it .sic")
+    if suffix != ".sic":
+        raise CliError(f"{out}: output must end in .sic (it gets .sic data)")
 
 
 def _compress(args) -> None:
+    _check_seed(args.seed)
     safety.refuse_overwrite([args.image, *_export_files(args.checkpoint)], [args.out])
-    _refuse_image_name(args.out)
+    _refuse_non_sic_name(args.out)
+    safety.check_output_folder(args.out)
     image = load_image(args.image)
     codec = _load_codec(args.checkpoint)
-    data = codec.compress(image, level=args.level, seed=args.seed)
-    _write_atomic(args.out, data)
+    _check_level(args.level, codec.num_slices)
+    try:
+        data = codec.compress(image, level=args.level, seed=args.seed)
+    except ValueError as error:  # e.g. latents out of the coder's range: name the image
+        raise CliError(f"{args.image}: {_one_line(error)}") from None
+    safety.write_atomic(args.out, data)
     h, w = image.shape[:2]
-    print(f"{args.out}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, {h}x{w}")
+    print(f"{args.out}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, {_size(h, w)}")
 
 
 def _decompress(args) -> None:
     safety.refuse_overwrite([args.input, *_export_files(args.checkpoint)], [args.out])
     output_format(args.out)  # an unknown extension is refused before any decoding
+    _check_seed(args.seed)
+    safety.check_output_folder(args.out)
     data = _read(args.input)
+    with _about(args.input):
+        head = fmt.parse_header(data)
     codec = _load_codec(args.checkpoint)
-    image = codec.decompress(data, level=args.level, seed=args.seed)
+    _check_level(args.level, codec.num_slices)
+    if head.model_hash != codec.model_hash:
+        raise CliError(
+            f"{args.input}: written by another model (hash {head.model_hash.hex()[:12]}…) than "
+            f"--checkpoint {args.checkpoint} (hash {codec.model_hash.hex()[:12]}…): decode it "
+            "with the checkpoint that compressed it"
+        )
+    with _about(args.input):
+        level = fmt.parse(data).resolve_level(args.level)  # a damaged file fails before decoding
+        image = codec.decompress(data, level=level, seed=args.seed)
     save_image(args.out, image)
-    print(f"{args.out}: {image.shape[0]}x{image.shape[1]}")
+    print(f"{args.out}: level {level}, {_size(*image.shape[:2])}")
 
 
 def _truncate(args) -> None:
@@ -135,22 +177,31 @@ def _truncate(args) -> None:
             safety.refuse_overwrite([args.input], [args.out])
         except safety.OverwriteError as error:
             raise CliError(f"{error} (or pass --in-place to cut {args.input} itself)") from None
-    _refuse_image_name(args.out)
-    data = api.truncate(_read(args.input), args.level)
-    _write_atomic(args.out, data)
+    _refuse_non_sic_name(args.out)
+    safety.check_output_folder(args.out)
+    data = _read(args.input)
+    with _about(args.input):
+        _check_level(args.level, fmt.parse_header(data).num_slices)
+        data = api.truncate(data, args.level)
+    safety.write_atomic(args.out, data)  # --in-place: keeps the file's mode
     print(f"{args.out}: level {args.level}, {len(data)} bytes")
 
 
 def _info(args) -> None:
-    summary = api.info(_read(args.input))
+    with _about(args.input):
+        summary = api.info(_read(args.input))
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     s = summary
     print(
-        f"format {s['format_version']}, model {s['model_hash'][:16]}, {s['height']}x{s['width']}, "
-        f"levels {s['available_levels']}/{s['coded_levels']} present, seed {s['seed']}"
+        f"format {s['format_version']}, model {s['model_hash'][:16]}, "
+        f"{_size(s['height'], s['width'])}, levels {s['available_levels']}/{s['coded_levels']} "
+        f"present, seed {s['seed']}"
     )
+    if s["damage"]:
+        n = s["available_levels"]
+        print(f"damaged: {s['damage']}: " + (f"levels 1..{n} are intact" if n else "no level"))
     print(f"header {s['header_bytes']} B, z {s['z_bytes']} B")
     for row, size in zip(s["levels"], s["slice_bytes"], strict=True):
         print(
@@ -186,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("out")
     d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
-    d.add_argument("--level", type=int, default=None, help="default: every level in the file")
+    d.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="level of the one image written (default: the highest level the file holds)",
+    )
     d.add_argument("--seed", type=int, default=None, help="default: the header's seed")
     d.set_defaults(run=_decompress)
     t = sub.add_parser("truncate", help="cut a .sic to its first --level levels")
@@ -204,9 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    enable_persistent_cache()  # the next image loads the compiled analysis / reconstruction
     try:
+        enable_persistent_cache()  # the next image loads the compiled analysis / reconstruction
         args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C: write_atomic has removed its temporary file
+        print("svi-codec: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `svi-codec info f.sic | head`: the reader left, not an error
         # Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -218,14 +277,20 @@ def main(argv: list[str] | None = None) -> int:
         EntropyCodingError,
         ExportError,
         safety.OverwriteError,
+        safety.OutputPathError,
     ) as error:
         print(f"svi-codec: error: {_one_line(error)}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:
-        print(f"svi-codec: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+    except OSError as error:  # e.g. a full disk: "out.png: No space left on device"
+        what = f"{error.filename}: " if error.filename else ""
+        print(f"svi-codec: error: {what}{error.strerror or _one_line(error)}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"svi-codec: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:  # XLA's JaxRuntimeError is a RuntimeError
-        line = safety.runtime_failure(error, f"running {args.command}")
+        about = getattr(args, "image", None) or getattr(args, "input", "")
+        line = safety.runtime_failure(error, f"running {args.command} {about}".rstrip())
         if line is None:
             raise
         print(f"svi-codec: error: {line}", file=sys.stderr)

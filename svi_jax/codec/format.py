@@ -11,7 +11,9 @@ bits of the CRC-32 of the segment's decoded symbols (int32 little-endian, row-ma
 payload whose CRC matches but whose symbols do not decoded with other parameters than it was
 encoded with (a determinism failure, not a corrupt file). The first l slice segments are a
 prefix of the file, so a file cut right after slice segment l decodes at level l; `truncate`
-also rewrites the level count.
+also rewrites the level count. A file cut inside slice segment k, or whose slice k fails its
+checksum, still decodes and truncates at levels 1..k-1 (`Bitstream.damage`); asking it for
+level k or more, or for its default level, raises `PartialFileError` naming the intact levels.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ ENCODER_FIELD = 32
 
 class BitstreamError(ValueError):
     """The data is not a readable .sic bitstream for this model and format version."""
+
+
+class PartialFileError(BitstreamError):
+    """A level was asked of a file whose slice segment `intact + 1` is cut or corrupt: only
+    levels 1..`intact` can be decoded (`intact` may be 0)."""
+
+    def __init__(self, message: str, intact: int):
+        super().__init__(message)
+        self.intact = intact
 
 
 class DeterminismError(BitstreamError):
@@ -97,11 +108,42 @@ class Segment:
 class Bitstream:
     header: Header
     z_segment: Segment
-    slice_segments: tuple[Segment, ...]  # the complete slice segments present (a prefix)
+    slice_segments: tuple[Segment, ...]  # the intact slice segments present (a prefix)
+    # "file cut inside slice k" / "checksum mismatch in slice k" when slice segment k is
+    # damaged (k = available_levels + 1; what follows it is ignored); None for a whole prefix.
+    damage: str | None = None
 
     @property
     def available_levels(self) -> int:
         return len(self.slice_segments)
+
+    def damage_error(self) -> PartialFileError:
+        """The error for a level this damaged file cannot give; names the intact levels."""
+        n = self.available_levels
+        intact = f"levels 1..{n} are intact" if n > 1 else "level 1 is intact"
+        return PartialFileError(f"{self.damage}: {intact if n else 'no level is intact'}", n)
+
+    def resolve_level(self, level: int | None) -> int:
+        """`level`, or every intact level when None, checked against the segments present.
+
+        Raises PartialFileError: the file is damaged and `level` is None or beyond the intact
+        levels (the default never falls back silently to fewer levels). BitstreamError: `level`
+        outside 1..available_levels, or no slice at all."""
+        available = self.available_levels
+        if level is None:
+            if self.damage:
+                raise self.damage_error()
+            if available == 0:
+                raise BitstreamError("bitstream holds no slice: cut before slice 1")
+            return available
+        level = int(level)
+        if self.damage and level > available:
+            raise self.damage_error()
+        if not 1 <= level <= available:
+            raise BitstreamError(
+                f"level {level} not available: the file holds levels 1..{available}"
+            )
+        return level
 
     def segment_sizes(self) -> list[int]:
         """Bytes of the z segment and each slice segment, framing included."""
@@ -149,32 +191,36 @@ def parse(data: bytes) -> Bitstream:
     header = parse_header(data)
     pos = HEADER_SIZE
     segments: list[Segment] = []
+    damage = None
     while pos < len(data):
         if len(segments) > header.num_levels:
             raise BitstreamError("trailing data after the last coded slice")
         what = "the z stream" if not segments else f"slice {len(segments)}"
-        if len(data) - pos < SEGMENT_OVERHEAD:
-            raise BitstreamError(f"file cut inside {what} (truncated bitstream)")
-        length, crc, check = _SEGMENT.unpack_from(data, pos)
-        pos += SEGMENT_OVERHEAD
-        if len(data) - pos < length:
-            raise BitstreamError(f"file cut inside {what} (truncated bitstream)")
-        payload = bytes(data[pos : pos + length])
-        pos += length
-        if zlib.crc32(payload) != crc:
-            raise BitstreamError(f"corrupt bitstream: checksum mismatch in {what}")
+        length = None
+        if len(data) - pos >= SEGMENT_OVERHEAD:
+            length, crc, check = _SEGMENT.unpack_from(data, pos)
+        if length is None or len(data) - pos - SEGMENT_OVERHEAD < length:
+            damage = f"file cut inside {what}"
+        else:
+            pos += SEGMENT_OVERHEAD
+            payload = bytes(data[pos : pos + length])
+            pos += length
+            if zlib.crc32(payload) != crc:
+                damage = f"corrupt bitstream: checksum mismatch in {what}"
+        if damage:
+            if not segments:  # nothing decodes without ẑ
+                raise BitstreamError(f"{damage}: no level can be decoded")
+            break  # slices 1..k-1 stay decodable; what follows slice k cannot be trusted
         segments.append(Segment(payload, check))
     if not segments:
         raise BitstreamError("truncated bitstream: no z stream after the header")
-    return Bitstream(header, segments[0], tuple(segments[1:]))
+    return Bitstream(header, segments[0], tuple(segments[1:]), damage)
 
 
 def truncate(data: bytes, level: int) -> bytes:
-    """The bitstream of `level` (first `level` slices), without re-encoding."""
+    """The bitstream of `level` (first `level` slices), without re-encoding; a damaged file
+    (cut or corrupt in slice k) truncates to any level < k (`Bitstream.resolve_level`)."""
     stream = parse(data)
-    if not 1 <= level <= stream.available_levels:
-        raise BitstreamError(
-            f"level {level} not available: the file holds levels 1..{stream.available_levels}"
-        )
+    level = stream.resolve_level(level)
     header = dataclasses.replace(stream.header, num_levels=level)
     return pack(header, stream.z_segment, stream.slice_segments[:level])

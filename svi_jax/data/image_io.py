@@ -26,12 +26,13 @@ through the same folder loader as any dataset.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from svi_jax import safety
 
 # Extensions that `list_images` picks up (compared lower-case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -186,7 +187,8 @@ def load_image(path: PathLike) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as error:  # decoders raise many types on corrupt bytes
-        raise DataError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
+        # the decoder's words (its class name only when it gives none): users read this line
+        raise DataError(f"cannot decode image {path}: {safety.one_line(error)}") from error
 
 
 def output_format(path: PathLike) -> tuple[str, dict]:
@@ -214,15 +216,9 @@ def save_image(path: PathLike, image: np.ndarray) -> Path:
     """
     path = Path(path)
     fmt, options = output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(to_rgb8(image)).save(f, format=fmt, **options)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    pixels = Image.fromarray(to_rgb8(image))
+    # svi_jax.safety.write_atomic: temporary file + rename, mode 0666 & ~umask (not mkstemp's 0600)
+    safety.write_atomic(path, lambda f: pixels.save(f, format=fmt, **options), make_parents=True)
     return path
 
 

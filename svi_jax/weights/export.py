@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from svi_jax import safety
 from svi_jax.nn.model import build_model, init_params
 
 EXPORT_FORMAT_VERSION = 2  # 2: stacked (scanned) Swin blocks, integer entropy model digest
@@ -59,6 +60,7 @@ def save_exported_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(np.asarray, params)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    os.chmod(tmp, safety.new_file_mode(folder=True))  # mkdtemp makes 0700; mkdir's mode instead
     (tmp / "config.json").write_text(config.to_json(indent=2))
     (tmp / "params.msgpack").write_bytes(flax.serialization.to_bytes(params))
     digest = params_hash(params, config)
