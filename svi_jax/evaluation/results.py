@@ -105,7 +105,7 @@ def build_results(
     images = res["images"]
     return {
         "schema": SCHEMA,
-        "name": name or f"svi_jax {pathlib.Path(source.path).name}",
+        "name": name or f"svi-jax {pathlib.Path(source.path).name}",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "checkpoint": {"path": source.path, "kind": source.kind, "params_hash": source.params_hash},
