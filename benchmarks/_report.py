@@ -126,13 +126,12 @@ def traced_flops(fn, *args) -> float:
     return jaxpr_flops(jax.make_jaxpr(fn, static_argnums=static)(*args))
 
 
-def model_step_flops(config, model, phase: str, state, batch, lpips_params) -> float:
-    """FLOPs of one training step of the model as defined (jaxpr count, all devices), with
-    rematerialisation off: what MFU counts (HFU counts the step that runs). Traced only."""
+def model_step_flops(config, model, state, batch, lpips_params) -> float:
+    """FLOPs of one training step (phase `config.phase`) of the model as defined (jaxpr count,
+    all devices), with rematerialisation off: what MFU counts (HFU counts the step that runs).
+    Traced only."""
     from svi_jax.training import steps
 
-    config = config.copy_and_resolve_references()
-    config.phase = phase
     step = steps.make_step_fn(config, model.clone(remat=False), lpips_params)
     return traced_flops(step, state, batch)
 

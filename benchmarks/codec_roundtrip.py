@@ -50,9 +50,7 @@ def load_codec(checkpoint: str | None) -> Codec:
     from svi_jax.nn.model import build_model, init_params
 
     config = tiny.get_config()
-    params = jax.jit(lambda k: init_params(build_model(config.model), k))(
-        jax.random.PRNGKey(GOLDEN_KEY)
-    )
+    params = init_params(build_model(config.model), jax.random.PRNGKey(GOLDEN_KEY))
     return Codec(params, config)
 
 

@@ -105,8 +105,9 @@ def bench_phase(config, phase: str) -> dict:
     state = jax.jit(
         lambda: steps.init_state(config, model, jax.random.PRNGKey(0)), out_shardings=replicated
     )()
+    lpips_params = load_lpips_params("alex")
     step_fn = jax.jit(
-        steps.make_step_fn(config, model, load_lpips_params("alex")),
+        steps.make_step_fn(config, model, lpips_params),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -144,7 +145,7 @@ def bench_phase(config, phase: str) -> dict:
     compilations = trace_count(steps.step_trace_name(phase)) - traces_before
     jaxpr_flops = _report.traced_flops(step_fn, state, batches[0])
     flops_model = (
-        _report.model_step_flops(config, model, phase, state, batches[0], load_lpips_params("alex"))
+        _report.model_step_flops(config, model, state, batches[0], lpips_params)
         if model.remat
         else jaxpr_flops
     )

@@ -90,7 +90,7 @@ def test_mfu_counts_the_model_without_rematerialisation():
     no_remat = _report.traced_flops(
         steps.make_step_fn(config, model.clone(remat=False), lpips), state, batch
     )
-    assert _report.model_step_flops(config, model, "main", state, batch, lpips) == no_remat
+    assert _report.model_step_flops(config, model, state, batch, lpips) == no_remat
     assert 1.05 * no_remat < executed < 2 * no_remat
 
 

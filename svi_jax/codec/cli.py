@@ -159,7 +159,7 @@ def _decompress(args) -> None:
             "with the checkpoint that compressed it"
         )
     with _about(args.input):
-        level = fmt.parse(data).resolve_level(args.level)  # a damaged file fails before decoding
+        level = fmt.parse(data).resolve_level(args.level)  # the level written, for the message
         image = codec.decompress(data, level=level, seed=args.seed)
     save_image(args.out, image)
     print(f"{args.out}: level {level}, {_size(*image.shape[:2])}")
