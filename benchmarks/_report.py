@@ -21,6 +21,7 @@ import resource
 import time
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from svi_jax.graph_size import product_flops
@@ -78,6 +79,31 @@ def peak_flops(dtype: str, precision: str) -> tuple[float | None, str]:
     if mode not in table:
         return None, "n/a (no peak figure for this device)"
     return table[mode], f"{mode} dense peak {table[mode] / 1e12:.0f} TFLOP/s"
+
+
+_MATMUL_SIZE = {"cpu": 2048}  # square GEMM edge: ~17 GFLOP on a CPU, 8192 (1.1 TFLOP) elsewhere
+
+
+def measured_matmul_peak(
+    dtype: str, precision: str, repeats: int = 5, size: int | None = None
+) -> float:
+    """FLOP/s of one large square GEMM (n x n @ n x n, best of `repeats` after a warm-up call)
+    in the benchmark's compute dtype and precision, measured now on the default device: the
+    roofline a dense model can reach on this machine (a CPU has no datasheet entry in
+    PEAK_FLOPS; on GPUs it says how far the datasheet figure is out of reach)."""
+    n = size or _MATMUL_SIZE.get(jax.default_backend(), 8192)
+    lax_precision = "highest" if precision == "highest" else "default"
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(key_a, (n, n), dtype)
+    b = jax.random.normal(key_b, (n, n), dtype)
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=lax_precision))
+    matmul(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
 
 
 def xla_flops(compiled) -> float | None:
@@ -161,13 +187,22 @@ def peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, "host peak RSS"
 
 
-def throughput(flops: float | None, seconds: float, dtype: str, precision: str) -> dict:
-    """Achieved TFLOP/s and MFU (per device: `flops` is one device's program)."""
+def throughput(
+    flops: float | None,
+    seconds: float,
+    dtype: str,
+    precision: str,
+    matmul_peak: float | None = None,
+) -> dict:
+    """Achieved TFLOP/s and MFU (per device: `flops` is one device's program); with
+    `matmul_peak` (FLOP/s, `measured_matmul_peak`) also the fraction of it reached."""
     if not flops or seconds <= 0:
         return {"tflops": None, "mfu": None, "mfu_peak": "n/a (no FLOP count)"}
     achieved = flops / seconds
     peak, what = peak_flops(dtype, precision)
     out = {"tflops": float(f"{achieved / 1e12:.4g}"), "mfu": None, "mfu_peak": what}
+    if matmul_peak:
+        out["of_matmul_peak"] = round(achieved / matmul_peak, 4)
     if peak:
         out["mfu"] = round(achieved / peak, 4)
         measured = PEAK_FLOPS[device_key()].get(f"{dtype}_measured")

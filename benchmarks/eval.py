@@ -8,8 +8,9 @@ re-analysis of the reconstruction); each pass returns everything the official `t
 (reconstruction, latents, rates, likelihoods, synonym/sample distances), so XLA cannot drop the
 re-analysis or the rates. Both are jitted, compiled before timing, measured in the same
 process on the same image; metrics are left out of both (identical work). Also printed: the
-compile seconds, peak memory, achieved TFLOP/s and MFU (XLA's cost analysis of each jitted
-piece; benchmarks/_report.py) and, on device kinds with an official figure (a 768x512 test()
+compile seconds, peak memory, achieved TFLOP/s, its fraction of a large GEMM's FLOP/s
+measured in the same run (the machine's dense roofline) and MFU (the jaxpr's FLOPs of each
+jitted piece; benchmarks/_report.py) and, on device kinds with an official figure (a 768x512 test()
 pass: 21.7 s on the 2-core CPU, 0.085 s on an H200), the ratios to it. The real range coder
 is timed separately with --with-codec (the official code has none). --with-metrics times the
 per-image metrics of the 16 reconstructions two ways: eval.py's (the original's LPIPS/DISTS
@@ -155,6 +156,8 @@ def _performance(model, cfg, pieces, rows, times, first, size) -> None:
     precision = cfg.model.get("precision", "highest")
     peak_gib, peak_kind = _report.peak_memory()
     print(f"peak memory {peak_gib:.2f} GiB ({peak_kind}); dtype {dtype}, precision {precision}")
+    matmul_peak = _report.measured_matmul_peak(dtype, precision)
+    print(f"measured matmul peak here: {matmul_peak / 1e12:.4g} TFLOP/s (one large {dtype} GEMM)")
     for name, parts in rows.items():
         flops = sum(info[key]["flops"] * n for key, n in parts)
         counts = [info[key]["flops_xla"] for key, _ in parts]
@@ -162,11 +165,12 @@ def _performance(model, cfg, pieces, rows, times, first, size) -> None:
         if None not in counts:
             xla = sum(f * n for f, (_, n) in zip(counts, parts, strict=True))
         compile_s = first[name] - times[name]
-        perf = _report.throughput(flops, times[name], dtype, precision)
+        perf = _report.throughput(flops, times[name], dtype, precision, matmul_peak)
         print(
             f"{name}: compile {compile_s:.1f} s, {flops / 1e12:.3f} TFLOP "
             f"(XLA's count: {(xla or 0) / 1e12:.3f}), "
-            f"{perf['tflops']} TFLOP/s, MFU {perf['mfu']} ({perf['mfu_peak']})"
+            f"{perf['tflops']} TFLOP/s = {perf['of_matmul_peak']:.0%} of the measured matmul "
+            f"peak, MFU {perf['mfu']} ({perf['mfu_peak']})"
         )
     official_name = [*rows][-1]
     t_pass = times[official_name] / model.num_slices

@@ -11,7 +11,10 @@ state excludes the first `--warmup` steps. Peak memory is the device's peak_byte
 when it reports one, else the process's peak resident set (CPU). Prints one JSON line/phase
 with lower/compile seconds, TFLOP/s, MFU (the model's FLOPs counted from the jaxpr of the step
 without rematerialisation), HFU (the FLOPs of the step that runs, recomputation included) and
-XLA's own FLOP count as a cross-check (it misses GPU library calls; benchmarks/_report.py) and,
+XLA's own FLOP count as a cross-check (it misses GPU library calls; benchmarks/_report.py),
+the measured FLOP/s of one large GEMM in the step's dtype (`matmul_peak_tflops`, the machine's
+dense roofline, measured in the same run) with the fraction of it reached (`of_matmul_peak`
+for the model's FLOPs, `hfu_of_matmul_peak` for the executed ones) and,
 in the official setting (main phase, paper model, 2 x 256 x 256 per device, M = 5), the ratios
 to the official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
     python benchmarks/train_step.py --steps 3 --warmup 1                 # this CPU
@@ -76,15 +79,18 @@ def performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_m
     dtype = str(jax.numpy.dtype(model.dtype))
     precision = config.model.get("precision", "highest")
     n = jax.device_count()
-    hardware = _report.throughput(jaxpr_flops / n, seconds, dtype, precision)
+    matmul_peak = _report.measured_matmul_peak(dtype, precision)
+    hardware = _report.throughput(jaxpr_flops / n, seconds, dtype, precision, matmul_peak)
     out = {
         "dtype": dtype,
         "precision": precision,
         "flops_model_per_device": round(flops_model / n),
         "flops_jaxpr_per_device": round(jaxpr_flops / n),
         "flops_xla": info.get("flops_xla"),
-        **_report.throughput(flops_model / n, seconds, dtype, precision),
+        **_report.throughput(flops_model / n, seconds, dtype, precision, matmul_peak),
         "hfu": hardware["mfu"],
+        "hfu_of_matmul_peak": hardware["of_matmul_peak"],
+        "matmul_peak_tflops": round(matmul_peak / 1e12, 4),
         "peak_memory_gib": round(peak_gib, 3),
         "peak_memory_kind": peak_kind,
     }

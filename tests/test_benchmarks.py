@@ -94,6 +94,14 @@ def test_mfu_counts_the_model_without_rematerialisation():
     assert 1.05 * no_remat < executed < 2 * no_remat
 
 
+def test_throughput_reports_the_fraction_of_a_measured_matmul_peak():
+    peak = _report.measured_matmul_peak("float32", "highest", repeats=2, size=256)
+    assert 1e6 < peak < 1e17  # FLOP/s of a real (small) GEMM on this machine
+    perf = _report.throughput(3e12, 2.0, "float32", "highest", matmul_peak=6e12)
+    assert perf["tflops"] == 1.5 and perf["of_matmul_peak"] == 0.25
+    assert "of_matmul_peak" not in _report.throughput(3e12, 2.0, "float32", "highest")
+
+
 def test_compile_benchmark_lowers_every_function_it_lists():
     """benchmarks/compile.py's table (what the GPU suite runs): every jitted function of the
     tiny config traces and lowers with the arguments the benchmark builds (a signature change
