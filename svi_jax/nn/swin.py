@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svi_jax.nn.layers import HIGHEST, layer_norm, linear, trunc_normal_init
+from svi_jax.nn.layers import HIGHEST, gelu, layer_norm, linear, trunc_normal_init
 
 SHIFT_MASK_VALUE = -100.0  # the official value added to logits of tokens from other regions
 
@@ -157,7 +157,7 @@ class Mlp(nn.Module):
         d = x.shape[-1]
         dense = functools.partial(linear, dtype=self.dtype, precision=self.precision)
         x = dense(self.hidden, name="fc1")(x)
-        x = nn.gelu(x, approximate=False)
+        x = gelu(x)
         return dense(d, name="fc2")(x)
 
 
