@@ -6,7 +6,8 @@ LLVM optimisation and code generation, malloc prominent throughout; XLA's HLO pa
 Identical fusions (same instructions and shapes) are compiled once, so the cost follows the
 *distinct* fusions (graph_size.fusion_counts): ~20 ms each even for a one-line elementwise kernel
 (100 distinct `p + u` kernels: 2.1 s; 300 copies of one kernel: 0.3 s). The tiny main step has
-1,280 distinct of 3,274 fusions; paper init_params 373 of 1,163. The distinct ones come from the
+1,221 distinct of 3,101 fusions (1,280 of 3,274 before svi_jax.nn.layers' LayerNorm and
+GELU); paper init_params 373 of 1,163. The distinct ones come from the
 8 Swin stages' shapes (each stage forward and backward, the scan's per-parameter slicing and
 stacking), from per-parameter-leaf updates and gradient accumulations (one kernel per leaf
 shape), the entropy models, the hyperprior and LPIPS: not from the number of blocks or samples
@@ -23,6 +24,10 @@ XLA options measured on the tiny main step through `Lowered.compile(compiler_opt
   xla_cpu_use_xnnpack=False                 30.7 s   0.51 s/step  (within the load noise)
 and on paper init_params (compile CPU s): xla_cpu_use_fusion_emitters=False 26.0 vs 14.9;
 xla_cpu_parallel_codegen_split_count 2 or 8, xla_cpu_enable_fast_math=False: no change.
+xla_cpu_copy_insertion_use_region_analysis (XLA_FLAGS, tiny step): same kernels, no gain; the
+jaxlib binary names xla_cpu_use_multi_output_fusion, xla_cpu_flatten_after_fusion,
+xla_cpu_disable_loop_unrolling, xla_cpu_disable_slp_vectorizer, xla_cpu_optimize_for_size and
+xla_cpu_disable_tiled_emitter, but jaxlib 0.10.2 rejects each as an unknown flag.
 Only LLVM optimisation level 0 buys compile time, at 4x the step time: no backend gets an XLA
 option from here (GPU/TPU were not measured: no accelerator was available to this work).
 
