@@ -47,11 +47,18 @@ class TrainingDivergedError(FloatingPointError):
 
 
 def phase_sequence(phase: str) -> tuple[str, ...]:
-    """ "warming,main" -> ("warming", "main"); every name must be one of steps.PHASES."""
+    """ "warming,main" -> ("warming", "main").
+
+    Raises:
+      preflight.PreflightError: a name is not one of steps.PHASES (the message names the flag).
+    """
     names = tuple(p.strip() for p in str(phase).split(",") if p.strip())
     bad = [p for p in names if p not in steps.PHASES]
     if not names or bad:
-        raise ValueError(f"config.phase must name phases of {steps.PHASES}, got {phase!r}")
+        raise preflight.PreflightError(
+            f"--config.phase={phase}: {', '.join(bad) or 'no phase'} is not a phase; name "
+            f"{', '.join(steps.PHASES)} or a comma-separated sequence of them (e.g. warming,main)"
+        )
     return names
 
 
@@ -84,9 +91,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """
     phases = phase_sequence(config.phase)
     workdir = pathlib.Path(workdir).resolve()
+    for phase in phases:  # every phase's flags before the first one trains (or writes)
+        preflight.check_flags(phase_config(config, phase))
+    logger.info("steps: %s", step_plan(config, phases))
     if len(phases) == 1:
         return train_phase(phase_config(config, phases[0]), workdir)
-    results, previous = {}, None
+    results, previous, upstream = {}, None, None
     for i, phase in enumerate(phases):
         cfg = phase_config(config, phase)
         if previous is not None and not config.phase_overrides.get(phase, {}).get("train", {}).get(
@@ -94,8 +104,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         ):
             cfg.train.init_from = previous
         label = f"{phase} {i + 1}/{len(phases)}"
-        results[phase] = train_phase(cfg, workdir / phase, label=label)
+        results[phase] = train_phase(cfg, workdir / phase, label=label, upstream=upstream)
         previous = results[phase]["export"]
+        start, end = results[phase]["start"], results[phase]["step"]
+        upstream = (phase, start, end) if end > start else None  # trained in this run
     if jax.process_index() == 0:  # the final model where eval.py and the codec look for it
         final_config, params, _ = load_exported_model(previous)
         save_exported_model(
@@ -110,6 +122,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return dict(results[phases[-1]], export=str(workdir / "export"), phases=results)
 
 
+def step_plan(config: ml_collections.ConfigDict, phases: tuple[str, ...]) -> str:
+    """ "warming 1000 (--config.phase_overrides.warming.train.num_steps), main 250
+    (--config.train.num_steps)": each phase's step count and the flag that sets it."""
+    parts = []
+    for phase in phases:
+        override = config.phase_overrides.get(phase, {}).get("train", {}).get("num_steps")
+        flag = "train.num_steps" if override is None else f"phase_overrides.{phase}.train.num_steps"
+        count = phase_config(config, phase).train.num_steps
+        parts.append(f"{phase} {count} (--config.{flag})")
+    return ", ".join(parts)
+
+
 def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
     """(train folder or None for TFDS, validation folder); default: scikit-image photos."""
     data_cfg = config.data
@@ -118,6 +142,7 @@ def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
             raise data_loader.DataError("config.data.val (a held-out image folder) is required")
         return (data_cfg.train or None), data_cfg.val
     train, val = data_loader.write_skimage_split(workdir / "data")
+    preflight.check_training_images(str(train), int(data_cfg.crop_size))  # notes small photos
     return str(train), str(val)
 
 
@@ -176,12 +201,19 @@ class _Throughput:
 
 
 def train_phase(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, label: str | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    label: str | None = None,
+    upstream: tuple[str, int, int] | None = None,
 ) -> dict:
     """Trains the single phase `config.phase` in `workdir` (resuming it if checkpointed).
 
-    Returns {"step", "summary", "val", "checkpoints", "logs", "tensorboard", "export",
-    "trace_counts"}.
+    `upstream`: (previous phase, first step, last step) when the previous phase of the
+    sequence trained in this run; a phase that resumes its own checkpoint does not use
+    those steps, and says so.
+
+    Returns {"step", "start" (the step it resumed at, 0 when fresh), "summary", "val",
+    "checkpoints", "logs", "tensorboard", "export", "trace_counts"}.
     """
     workdir = pathlib.Path(workdir).resolve()
     preflight.check_run(config, workdir)  # every input, before anything is written
@@ -191,9 +223,7 @@ def train_phase(
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
-    global_batch = int(config.data.batch_size)
-    if global_batch % jax.device_count():
-        raise ValueError(f"batch_size {global_batch} must divide over {jax.device_count()} devices")
+    global_batch = int(config.data.batch_size)  # a multiple of the devices (preflight)
     local_batch = global_batch // jax.process_count()
 
     model = build_model(config.model)
@@ -209,11 +239,31 @@ def train_phase(
     # State: resume this phase, else start from the previous phase's export, else from scratch.
     init = lambda params=None: steps.init_state(config, model, rng, params)
     abstract = abstract_like(jax.eval_shape(init), replicated)
-    resumed = ckpt.restore_newest_intact(abstract, _grain_iterator(loader))
+    resumed = ckpt.restore_newest_intact(
+        abstract, _grain_iterator(loader), lambda step: _seek(loader, step)
+    )
     latest = None
     if resumed is not None:
         state, latest = resumed
         logger.info("resumed from %s at step %d", ckpt.directory, latest)
+        if upstream is not None:
+            before, first, last = upstream
+            done = "is already complete" if latest >= train_cfg.num_steps else "continues"
+            logger.warning(
+                "%s resumes its own checkpoint (step %d) and %s: it does not use the %s steps "
+                "%d-%d trained in this run (its start was the earlier %s export). To retrain "
+                "%s from the new %s export, move %s aside (or delete it) and run again",
+                config.phase,
+                latest,
+                done,
+                before,
+                first + 1,
+                last,
+                before,
+                config.phase,
+                before,
+                workdir,
+            )
     elif train_cfg.init_from:
         _, params, digest = load_exported_model(train_cfg.init_from)
         state = jax.jit(init, out_shardings=replicated)(params)
@@ -323,6 +373,7 @@ def train_phase(
         summary = f"train loss {metrics['loss']:.4g} (no validation)"
     return {
         "step": step,
+        "start": start,
         "summary": summary,
         "val": val,
         "checkpoints": str(ckpt.directory),
@@ -338,6 +389,16 @@ def train_phase(
 def _grain_iterator(loader):
     """The grain iterator behind `loader` (saved by grain's orbax handler), or None."""
     return getattr(loader, "iterator", None)
+
+
+def _seek(loader, step: int) -> str:
+    """Puts `loader` where an uninterrupted run is after `step` steps (one batch a step) when
+    the checkpoint's saved position does not fit it; says where it went."""
+    seek = getattr(loader, "seek", None)
+    if seek is None:
+        return "at its first batch (this loader cannot seek)"
+    seek(step)
+    return f"placed after {step} batches of the current data (where step {step} leaves it)"
 
 
 class _Profile:
