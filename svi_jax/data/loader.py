@@ -28,7 +28,11 @@ Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
   once. If no file decodes, `DataError`.
 * `get_state()`/`set_state()` give grain's JSON iterator state; `loader.iterator` is the grain
   iterator that `grain.checkpoint.CheckpointSave/CheckpointRestore` save in an orbax
-  checkpoint (svi_jax.training.checkpointing). The skip count is not part of it.
+  checkpoint (svi_jax.training.checkpointing). The skip count is not part of it. grain
+  refuses a state saved with another data source (by its repr, which names the files
+  relative to their common folder: a moved folder still matches) or worker count;
+  `seek(batches)` then computes the position an uninterrupted run has after that many
+  batches.
 * Built-in data (re-exported from `image_io`): `write_skimage_split(root)` writes the
   colour photos bundled with scikit-image as PNGs into root/train and root/val.
 """

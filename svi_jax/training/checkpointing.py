@@ -124,8 +124,9 @@ class Checkpointer:
             except Exception as error:  # grain: ValueError (mismatch), JSON/OS errors (file)
                 done = reposition(step) if reposition else "it starts at the first batch"
                 logger.warning(
-                    "%s: the saved data-iterator position does not fit the training data "
-                    "(%s); the model state is restored and the data iterator is %s",
+                    "%s: the saved data-iterator position does not fit the training data as "
+                    "it is now (moved, changed or another worker count: %s); the model state "
+                    "is restored and the data iterator is %s",
                     self.directory / str(step),
                     describe_error(error),
                     done,

@@ -33,6 +33,7 @@ from svi_jax.tracing import trace_count
 from svi_jax.training import preflight, steps
 from svi_jax.training.checkpointing import Checkpointer, abstract_like
 from svi_jax.training.logging_utils import MetricWriter, save_image_grid
+from svi_jax.training.phases import phase_config, phase_sequence, step_plan
 from svi_jax.training.validation import Validator, load_validation_images
 from svi_jax.weights.export import load_exported_model, save_exported_model
 
@@ -44,42 +45,6 @@ MAX_IN_FLIGHT = 2  # steps dispatched ahead of the last finished one (waits, nev
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is left intact."""
-
-
-def phase_sequence(phase: str) -> tuple[str, ...]:
-    """ "warming,main" -> ("warming", "main").
-
-    Raises:
-      preflight.PreflightError: a name is not one of steps.PHASES (the message names the flag).
-    """
-    names = tuple(p.strip() for p in str(phase).split(",") if p.strip())
-    bad = [p for p in names if p not in steps.PHASES]
-    if not names or bad:
-        raise preflight.PreflightError(
-            f"--config.phase={phase}: {', '.join(bad) or 'no phase'} is not a phase; name "
-            f"{', '.join(steps.PHASES)} or a comma-separated sequence of them (e.g. warming,main)"
-        )
-    return names
-
-
-def phase_config(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:
-    """`config` for one phase: `phase` set and `config.phase_overrides.<phase>` applied."""
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.phase = phase
-    overrides = config.get("phase_overrides", {}).get(phase)
-    if overrides:
-        flat = {}
-
-        def walk(prefix, node):
-            for key, value in node.items():
-                if isinstance(value, dict | ml_collections.ConfigDict):
-                    walk(f"{prefix}{key}.", value)
-                else:
-                    flat[f"{prefix}{key}"] = value
-
-        walk("", overrides)
-        cfg.update_from_flattened_dict(flat)
-    return cfg
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -120,18 +85,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             source=str(pathlib.Path(previous).relative_to(workdir)),
         )
     return dict(results[phases[-1]], export=str(workdir / "export"), phases=results)
-
-
-def step_plan(config: ml_collections.ConfigDict, phases: tuple[str, ...]) -> str:
-    """ "warming 1000 (--config.phase_overrides.warming.train.num_steps), main 250
-    (--config.train.num_steps)": each phase's step count and the flag that sets it."""
-    parts = []
-    for phase in phases:
-        override = config.phase_overrides.get(phase, {}).get("train", {}).get("num_steps")
-        flag = "train.num_steps" if override is None else f"phase_overrides.{phase}.train.num_steps"
-        count = phase_config(config, phase).train.num_steps
-        parts.append(f"{phase} {count} (--config.{flag})")
-    return ", ".join(parts)
 
 
 def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
