@@ -16,26 +16,95 @@ environment).
 
 import logging
 import pathlib
+import re
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 ROOT = pathlib.Path(__file__).resolve().parent
-config_flags.DEFINE_config_file(
-    "config",
-    str(ROOT / "svi_jax" / "configs" / "demo.py"),
-    "Training config file.",
-    lock_config=True,
-)
+DEFAULT_CONFIG = ROOT / "svi_jax" / "configs" / "demo.py"
+
+
+def fail(message: str) -> None:
+    """The one-line error of a user mistake (the README's promise), exit status 1."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def config_argument(argv: list[str]) -> str | None:
+    """The value of --config (`--config=X` or `--config X`) in `argv`, or None."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def flag_error(error: BaseException, argv: list[str]) -> str:
+    """One line naming the flag or file of a flag-parsing failure.
+
+    ml_collections reports a mistyped field (--config.train.num_step) as a KeyError or
+    AttributeError whose text is the repr of "'num_step'\\nDid you mean ..." and names no
+    flag: the flag is looked up in `argv`, the hint kept. Any other failure that is not
+    absl's (flags.Error names its flag) comes from loading the --config file: it is named,
+    with the error's last line (ml_collections embeds the file's traceback in some)."""
+    text = str(error)
+    overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    if isinstance(error, KeyError | AttributeError):
+        hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+        key = hint.group(2) if hint else re.sub(r"^\W*|\W*$", "", text.split("\\n")[0])
+        flag = next((f for f in overrides if key in f.split(".")), None)
+        if flag is not None:
+            suffix = f'; did you mean "{hint.group(1)}"?' if hint else ""
+            return f"{flag}: the config has no field {key!r}{suffix}"
+    config = config_argument(argv)
+    if config is not None and (not isinstance(error, flags.Error) or "config file" in text):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        last = (
+            last if re.match(r"\w+(Error|Exception)\b", last) else f"{type(error).__name__}: {last}"
+        )
+        return f"--config={config}: the config file fails to load: {last}"
+    return " ".join(text.split()) or type(error).__name__
+
+
+_config = config_argument(sys.argv)
+if _config is not None and not pathlib.Path(_config.split(":", 1)[0]).is_file():
+    fail(
+        f"--config={_config}: no such config file (relative paths start at the current "
+        f"folder, {pathlib.Path.cwd()}; e.g. configs/demo.py, configs/tiny.py, configs/paper.py)"
+    )
+try:  # ml_collections applies --config.<field> overrides here, at definition
+    config_flags.DEFINE_config_file(
+        "config", str(DEFAULT_CONFIG), "Training config file.", lock_config=True
+    )
+except Exception as error:  # a mistyped field, a config file that raises
+    fail(flag_error(error, sys.argv))
 flags.DEFINE_string("workdir", "runs/tiny", "Checkpoints, logs, images and the export.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 FLAGS = flags.FLAGS
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with every mistake (unknown flag, bad value, mistyped config field,
+    a config file that fails to load) one `train.py: error: ...` line and exit status 1.
+
+    ml_collections defers a config file's load error until the config is read: reading it
+    here makes it fail now, not as a traceback inside main."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.to_dict()
+    except Exception as error:  # absl's flags.Error, and what loading config files raises
+        fail(flag_error(error, argv))
+    return rest
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        fail(f"unexpected arguments {argv[1:]}: give settings as --config.<field>=<value>")
     import jax
 
     if FLAGS.distributed:
@@ -61,4 +130,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -328,3 +328,59 @@ def test_save_png_round_trip(tmp_path: Path):
     path = image_io.save_png(tmp_path / "sub" / "x.png", image)
     np.testing.assert_array_equal(dp.load_image(path), image)
     assert not list((tmp_path / "sub").glob(".*tmp"))
+
+
+def test_moved_folder_restores_the_saved_position(tmp_path: Path):
+    """grain compares the data source's repr on restore: it names files relative to their
+    folder, so the same images under another path continue the saved sequence."""
+    _write_folder(tmp_path / "old", [10, 20, 30, 40, 50])
+
+    def loader(folder):
+        return dp.make_train_loader(
+            folder, batch_size=2, crop_size=CROP, seed=3, shard_index=0, shard_count=1
+        )
+
+    with loader(tmp_path / "old") as uninterrupted:
+        _take(uninterrupted, 3)
+        state = uninterrupted.get_state()
+        expected = _take(uninterrupted, 3)
+    (tmp_path / "old").rename(tmp_path / "new")
+    with loader(tmp_path / "new") as moved:
+        moved.set_state(state)
+        got = _take(moved, 3)
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(want, have)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_seek_equals_the_uninterrupted_position(tmp_path: Path, workers: int):
+    """`seek(k)` (used when a checkpoint's saved position does not fit) puts a fresh loader
+    where k batches of an uninterrupted one leave it: same next batches, and with no worker
+    processes the same grain state."""
+    _write_folder(tmp_path, [10, 20, 30, 40, 50])
+
+    def loader():
+        return dp.make_train_loader(
+            tmp_path,
+            batch_size=2,
+            crop_size=CROP,
+            seed=5,
+            num_workers=workers,
+            shard_index=0,
+            shard_count=1,
+        )
+
+    # 3 with 2 workers: worker 0 is one batch ahead of worker 1 (spawning them takes seconds)
+    for k in (0, 3, 4) if workers == 0 else (3,):
+        with loader() as uninterrupted:
+            _take(uninterrupted, k)
+            state = uninterrupted.get_state()
+            expected = _take(uninterrupted, 3)
+        with loader() as sought:
+            next(sought)  # anywhere: seek sets the position, it does not add to it
+            sought.seek(k)
+            if workers == 0:
+                assert sought.get_state() == state
+            got = _take(sought, 3)
+        for want, have in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(want, have)

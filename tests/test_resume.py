@@ -195,3 +195,92 @@ def test_validation_images_below_64_px_are_padded(tmp_path):
         assert np.isfinite(row["psnr"]) and np.isfinite(row["bpp"]) and row["bpp"] > 0
     assert (tmp_path / "run" / "export" / "export.json").is_file()
     assert os.path.isdir(tmp_path / "run" / "checkpoints" / "1")
+
+
+def _svi_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("svi_jax")
+    ]
+
+
+def test_changed_data_resumes_the_state_with_one_warning(tmp_path, caplog):
+    """A saved data position that does not fit the loader (here: one more image, so grain's
+    sampler differs) is not damage: the state restores, the iterator is placed where the step
+    puts it in the new data, and one warning line says so, quoting grain's whole sentence."""
+    folder = _labelled(tmp_path / "images", [10, 20, 30, 40, 50])
+
+    def make():
+        return dp.make_train_loader(
+            folder, batch_size=2, crop_size=16, seed=1, shard_index=0, shard_count=1
+        )
+
+    ckpt = Checkpointer(tmp_path / "run", _config())
+    with make() as loader:
+        [next(loader) for _ in range(3)]
+        ckpt.save(3, _state(3), loader.iterator)
+    _labelled(folder, [60])
+    with make() as straight:  # the new data, uninterrupted: batches 4.. follow step 3
+        [next(straight) for _ in range(3)]
+        expected = [next(straight) for _ in range(2)]
+    with make() as resumed, caplog.at_level(logging.WARNING):
+        state, step = Checkpointer(tmp_path / "run", _config()).restore_newest_intact(
+            _abstract(), resumed.iterator, lambda s: resumed.seek(s) or f"after {s} batches"
+        )
+        got = [next(resumed) for _ in range(2)]
+    assert step == 3
+    np.testing.assert_array_equal(state["w"], _state(3)["w"])
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(want, have)
+    (warning,) = _svi_warnings(caplog)
+    assert "checkpoints/3" in warning and "after 3 batches" in warning, warning
+    assert "Sampler in checkpoint does not match dataloader sampler.)" in warning, warning
+    assert "damaged" not in warning and "Delete" not in warning, warning
+
+
+def test_moved_workdir_resumes(tmp_path, caplog):
+    """`cp -a` of a workdir (its scikit-image data folder inside it) resumes in the copy from
+    the saved step, with the saved data position (no warning), and trains on."""
+    from test_train import machinery_config
+
+    cfg = machinery_config(num_steps=2, checkpoint_every=2, log_every=2)
+    train_and_evaluate(cfg, tmp_path / "run")
+    shutil.copytree(tmp_path / "run", tmp_path / "copy", symlinks=True)
+    cfg.train.num_steps = 3
+    with caplog.at_level(logging.INFO):
+        result = train_and_evaluate(cfg, tmp_path / "copy")
+    assert result["start"] == 2 and result["step"] == 3
+    assert not _svi_warnings(caplog), _svi_warnings(caplog)
+
+
+def test_error_reasons_are_whole_sentences():
+    from svi_jax.training.checkpointing import describe_error
+
+    grain_like = ValueError(
+        "DataSource in checkpoint does not match datasource in dataloader.\n"
+        "data source in checkpoint: ImageFileSource(num_files=3, sha1=0123)\n"
+    )
+    assert describe_error(grain_like) == (
+        "ValueError: DataSource in checkpoint does not match datasource in dataloader."
+    )
+    long = OSError("could not read " + "very " * 60 + "long path")
+    text = describe_error(long, limit=60)
+    assert text.startswith("OSError: could not read very") and text.endswith("very...")
+    assert len(text) <= len("OSError: ") + 60
+    assert describe_error(KeyError()) == "KeyError"
+
+
+def test_images_smaller_than_the_crop_are_noted_once(tmp_path, caplog):
+    folder = tmp_path / "train"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"big": (70, 80), "thin": (30, 90), "small": (10, 12)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(folder / f"{name}.png")
+    with caplog.at_level(logging.INFO, logger="svi_jax"):
+        preflight.check_training_images(str(folder), 64)
+        preflight.check_training_images(str(folder), 64)  # the next phase of the same run
+    notes = [r.getMessage() for r in caplog.records if "reflect-padded" in r.getMessage()]
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("2 of 3 training images are smaller than the 64-px crop")
+    assert "small.png (12x10)" in notes[0]

@@ -85,3 +85,34 @@ def test_discriminator_sees_only_the_transmitted_slices():
         lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updated["batch_stats"]
     )
     assert all(jax.tree_util.tree_leaves(changed))  # power iteration advanced on a D step
+
+
+def test_phase_steps_are_logged_and_a_stale_later_phase_says_so(tmp_path, caplog):
+    """A warming,main run logs each phase's step count and the flag that sets it; extending
+    warming after main finished warns that main (resumed from its own checkpoint) does not
+    use the new warming steps, and how to retrain it."""
+    import logging
+
+    from test_train import machinery_config
+
+    cfg = machinery_config(num_steps=1, checkpoint_every=1)
+    cfg.phase = "warming,main"
+    cfg.phase_overrides.warming = {"train": {"num_steps": 1}}
+    with caplog.at_level(logging.INFO, logger="svi_jax"):
+        train_and_evaluate(cfg, tmp_path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "steps: warming 1 (--config.phase_overrides.warming.train.num_steps), "
+        "main 1 (--config.train.num_steps)"
+    ) in messages
+    assert not [m for m in messages if "does not use" in m]  # main started from warming
+    caplog.clear()
+    cfg.phase_overrides.warming.train.num_steps = 2
+    with caplog.at_level(logging.INFO, logger="svi_jax"):
+        result = train_and_evaluate(cfg, tmp_path)
+    assert result["phases"]["warming"]["step"] == 2 and result["phases"]["main"]["step"] == 1
+    stale = [r.getMessage() for r in caplog.records if "does not use" in r.getMessage()]
+    assert len(stale) == 1, stale
+    assert "main resumes its own checkpoint (step 1) and is already complete" in stale[0]
+    assert "warming steps 2-2 trained in this run" in stale[0]
+    assert f"move {tmp_path / 'main'} aside" in stale[0]

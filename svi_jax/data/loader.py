@@ -28,7 +28,11 @@ Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
   once. If no file decodes, `DataError`.
 * `get_state()`/`set_state()` give grain's JSON iterator state; `loader.iterator` is the grain
   iterator that `grain.checkpoint.CheckpointSave/CheckpointRestore` save in an orbax
-  checkpoint (svi_jax.training.checkpointing). The skip count is not part of it.
+  checkpoint (svi_jax.training.checkpointing). The skip count is not part of it. grain
+  refuses a state saved with another data source (by its repr, which names the files
+  relative to their common folder: a moved folder still matches) or worker count;
+  `seek(batches)` then computes the position an uninterrupted run has after that many
+  batches.
 * Built-in data (re-exported from `image_io`): `write_skimage_split(root)` writes the
   colour photos bundled with scikit-image as PNGs into root/train and root/val.
 """
@@ -36,6 +40,7 @@ Training batches are float32 (batch, crop, crop, 3) NHWC arrays in [0, 1]:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -121,9 +126,15 @@ class ImageFileSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __repr__(self) -> str:  # grain compares it when restoring an iterator state
-        digest = hashlib.sha1("\n".join(self.files).encode()).hexdigest()[:12]
-        return f"ImageFileSource(num_files={len(self.files)}, sha1={digest})"
+    def __repr__(self) -> str:
+        """grain saves it with an iterator state and compares it on restore. It names the
+        files relative to their common folder, so a moved or copied data folder (or workdir
+        holding it) still restores the saved position."""
+        files = [os.path.abspath(f) for f in self.files]
+        root = os.path.commonpath([os.path.dirname(f) for f in files])
+        names = "\n".join(Path(os.path.relpath(f, root)).as_posix() for f in files)
+        digest = hashlib.sha1(names.encode()).hexdigest()[:12]
+        return f"ImageFileSource(num_files={len(self.files)}, relative_sha1={digest})"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         count = len(self.files)
@@ -230,6 +241,7 @@ class TrainLoader(Iterator[np.ndarray]):
             flags.FLAGS.mark_as_parsed()
         self.source = source
         self.batch_size, self.crop_size = batch_size, crop_size
+        self._shard_options, self._num_workers = shard_options, num_workers
         self._skipped: dict[int, str] = {}  # source index -> file, in order of discovery
         sampler = grain.samplers.IndexSampler(
             num_records=len(source),
@@ -309,6 +321,33 @@ class TrainLoader(Iterator[np.ndarray]):
     def set_state(self, state: bytes) -> None:
         """Continues from `state`; the loader must be built with the same files and seed."""
         self._iterator.set_state(state)
+
+    def seek(self, batches: int) -> None:
+        """Puts the iterator where an uninterrupted run is after `batches` batches of this
+        loader (its files, seed, shards and workers), whatever state it was in.
+
+        For a resume whose saved position cannot be used (the data source or the worker count
+        changed since the checkpoint): the position depends only on the sampler, so it is
+        computed. It is written in grain 0.2's DataLoader state layout (the inverse of
+        `_DataLoaderStateDatasetIterator.get_state`): per worker, the global index of the last
+        record it produced; worker w reads records w, w + W, ... of this shard and batches
+        them itself, and batches are taken from the workers in turn, starting at worker 0.
+        tests/test_data_pipeline.py checks it against `get_state()` after real batches.
+        """
+        if batches < 0:
+            raise ValueError(f"cannot seek to batch {batches}")
+        shard_index = self._shard_options.shard_index
+        shard_count = self._shard_options.shard_count
+        workers = max(self._num_workers, 1)  # 0 workers: one in-process "worker"
+        stride = workers * shard_count  # global records between two of one worker's records
+        last_seen = {}
+        for worker in range(workers):
+            records = len(range(worker, batches, workers)) * self.batch_size  # produced by it
+            last_seen[str(worker)] = shard_index - stride + worker * shard_count + records * stride
+        state = json.loads(self.get_state())  # grain's own fields (version, sampler, source)
+        state["last_seen_indices"] = last_seen
+        state["last_worker_index"] = batches % workers - 1 if self._num_workers else -1
+        self.set_state(json.dumps(state, indent=4).encode())
 
     def close(self) -> None:
         """Stops workers and prefetch threads now, not in teardown (noisy with workers)."""

@@ -7,9 +7,14 @@ checkpoint holds the whole training state (params, optimizer states, step, RNG, 
 discriminator) under "state" and, for grain loaders, the data iterator position under "data"
 (grain's own orbax handler, `grain.checkpoint.CheckpointSave`: one JSON file per process).
 
-Resuming uses the newest checkpoint that restores: a damaged one (array data deleted, the
-state folder gone, a truncated file) is skipped with a one-line warning naming it, and left
-where it is until a new checkpoint of the same step replaces it. Nothing under
+Resuming uses the newest checkpoint whose state restores: a damaged one (array data deleted,
+the state folder gone, a truncated file) is skipped with a one-line warning naming it, and left
+where it is until a new checkpoint of the same step replaces it. A saved data position that
+does not fit the loader (the data source or the worker count changed, e.g. a moved data
+folder of a run saved before file names became relative, or more images) never makes a
+checkpoint damaged: the state is restored and `reposition(step)` (the loop's: the loader's
+`seek`) puts the iterator where an uninterrupted run with this data would be, said in one
+warning line. Nothing under
 workdir/checkpoints is written before the run has decided to use the workdir (`config.json`
 is written with the first save).
 """
@@ -101,18 +106,38 @@ class Checkpointer:
             return None
         return self.manager.best_step()
 
-    def restore(self, step: int, abstract_state, data_iterator=None) -> dict:
+    def restore(self, step: int, abstract_state, data_iterator=None, reposition=None) -> dict:
         """The state of `step` with the shardings of `abstract_state`; the grain iterator (if
-        given and saved) is set to the saved position in place."""
+        given and saved) is set to the saved position in place.
+
+        When the saved position cannot be restored (grain refuses it: another data source or
+        worker count, or its file is unreadable), the state still is: `reposition(step)`
+        places the iterator and returns what it did (e.g. "placed at step 5 of the current
+        data"), logged in one warning line with grain's reason. Without `reposition` the
+        iterator is left where it is (at its start, when called on a fresh loader)."""
         restore = lambda **items: self.manager.restore(step, args=ocp.args.Composite(**items))
         state = restore(state=ocp.args.StandardRestore(abstract_state))["state"]
         # Only once the state restored: a damaged step must not move the iterator.
         if data_iterator is not None and (self.directory / str(step) / "data").exists():
-            restore(data=grain.checkpoint.CheckpointRestore(data_iterator))
+            try:
+                restore(data=grain.checkpoint.CheckpointRestore(data_iterator))
+            except Exception as error:  # grain: ValueError (mismatch), JSON/OS errors (file)
+                done = reposition(step) if reposition else "it starts at the first batch"
+                logger.warning(
+                    "%s: the saved data-iterator position does not fit the training data as "
+                    "it is now (moved, changed or another worker count: %s); the model state "
+                    "is restored and the data iterator is %s",
+                    self.directory / str(step),
+                    describe_error(error),
+                    done,
+                )
         return state
 
-    def restore_newest_intact(self, abstract_state, data_iterator=None) -> tuple[dict, int] | None:
-        """(state, step) of the newest checkpoint that restores, or None without checkpoints.
+    def restore_newest_intact(
+        self, abstract_state, data_iterator=None, reposition=None
+    ) -> tuple[dict, int] | None:
+        """(state, step) of the newest checkpoint whose state restores, or None without
+        checkpoints (`data_iterator`, `reposition`: see `restore`).
 
         Damaged checkpoints are skipped with one warning line naming them.
 
@@ -123,10 +148,9 @@ class Checkpointer:
         damaged: list[str] = []
         for step in steps:
             try:
-                state = self.restore(step, abstract_state, data_iterator)
+                state = self.restore(step, abstract_state, data_iterator, reposition)
             except Exception as error:  # orbax/TensorStore raise many types for damaged files
-                reason = " ".join(str(error).split())[:80] or type(error).__name__
-                damaged.append(f"{self.directory / str(step)} ({type(error).__name__}: {reason})")
+                damaged.append(f"{self.directory / str(step)} ({describe_error(error)})")
                 continue
             if damaged:
                 best = " (the best by validation loss)" if step == self.best_step() else ""
@@ -146,6 +170,16 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def describe_error(error: BaseException, limit: int = 200) -> str:
+    """ "Type: first line of the message", whole, or cut at a word with "..." past `limit`
+    characters (orbax's and grain's messages run over many lines: the first says what)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def abstract_like(state, sharding) -> dict:

@@ -33,6 +33,7 @@ from svi_jax.tracing import trace_count
 from svi_jax.training import preflight, steps
 from svi_jax.training.checkpointing import Checkpointer, abstract_like
 from svi_jax.training.logging_utils import MetricWriter, save_image_grid
+from svi_jax.training.phases import phase_config, phase_sequence, step_plan
 from svi_jax.training.validation import Validator, load_validation_images
 from svi_jax.weights.export import load_exported_model, save_exported_model
 
@@ -46,35 +47,6 @@ class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is left intact."""
 
 
-def phase_sequence(phase: str) -> tuple[str, ...]:
-    """ "warming,main" -> ("warming", "main"); every name must be one of steps.PHASES."""
-    names = tuple(p.strip() for p in str(phase).split(",") if p.strip())
-    bad = [p for p in names if p not in steps.PHASES]
-    if not names or bad:
-        raise ValueError(f"config.phase must name phases of {steps.PHASES}, got {phase!r}")
-    return names
-
-
-def phase_config(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:
-    """`config` for one phase: `phase` set and `config.phase_overrides.<phase>` applied."""
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.phase = phase
-    overrides = config.get("phase_overrides", {}).get(phase)
-    if overrides:
-        flat = {}
-
-        def walk(prefix, node):
-            for key, value in node.items():
-                if isinstance(value, dict | ml_collections.ConfigDict):
-                    walk(f"{prefix}{key}.", value)
-                else:
-                    flat[f"{prefix}{key}"] = value
-
-        walk("", overrides)
-        cfg.update_from_flattened_dict(flat)
-    return cfg
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains the phase(s) of `config.phase` in `workdir`, resuming each from its latest
     checkpoint if any.
@@ -84,9 +56,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """
     phases = phase_sequence(config.phase)
     workdir = pathlib.Path(workdir).resolve()
+    for phase in phases:  # every phase's flags before the first one trains (or writes)
+        preflight.check_flags(phase_config(config, phase))
+    logger.info("steps: %s", step_plan(config, phases))
     if len(phases) == 1:
         return train_phase(phase_config(config, phases[0]), workdir)
-    results, previous = {}, None
+    results, previous, upstream = {}, None, None
     for i, phase in enumerate(phases):
         cfg = phase_config(config, phase)
         if previous is not None and not config.phase_overrides.get(phase, {}).get("train", {}).get(
@@ -94,8 +69,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         ):
             cfg.train.init_from = previous
         label = f"{phase} {i + 1}/{len(phases)}"
-        results[phase] = train_phase(cfg, workdir / phase, label=label)
+        results[phase] = train_phase(cfg, workdir / phase, label=label, upstream=upstream)
         previous = results[phase]["export"]
+        start, end = results[phase]["start"], results[phase]["step"]
+        upstream = (phase, start, end) if end > start else None  # trained in this run
     if jax.process_index() == 0:  # the final model where eval.py and the codec look for it
         final_config, params, _ = load_exported_model(previous)
         save_exported_model(
@@ -118,6 +95,7 @@ def data_folders(config, workdir: pathlib.Path) -> tuple[str | None, str]:
             raise data_loader.DataError("config.data.val (a held-out image folder) is required")
         return (data_cfg.train or None), data_cfg.val
     train, val = data_loader.write_skimage_split(workdir / "data")
+    preflight.check_training_images(str(train), int(data_cfg.crop_size))  # notes small photos
     return str(train), str(val)
 
 
@@ -176,12 +154,19 @@ class _Throughput:
 
 
 def train_phase(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, label: str | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    label: str | None = None,
+    upstream: tuple[str, int, int] | None = None,
 ) -> dict:
     """Trains the single phase `config.phase` in `workdir` (resuming it if checkpointed).
 
-    Returns {"step", "summary", "val", "checkpoints", "logs", "tensorboard", "export",
-    "trace_counts"}.
+    `upstream`: (previous phase, first step, last step) when the previous phase of the
+    sequence trained in this run; a phase that resumes its own checkpoint does not use
+    those steps, and says so.
+
+    Returns {"step", "start" (the step it resumed at, 0 when fresh), "summary", "val",
+    "checkpoints", "logs", "tensorboard", "export", "trace_counts"}.
     """
     workdir = pathlib.Path(workdir).resolve()
     preflight.check_run(config, workdir)  # every input, before anything is written
@@ -191,9 +176,7 @@ def train_phase(
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
-    global_batch = int(config.data.batch_size)
-    if global_batch % jax.device_count():
-        raise ValueError(f"batch_size {global_batch} must divide over {jax.device_count()} devices")
+    global_batch = int(config.data.batch_size)  # a multiple of the devices (preflight)
     local_batch = global_batch // jax.process_count()
 
     model = build_model(config.model)
@@ -209,11 +192,31 @@ def train_phase(
     # State: resume this phase, else start from the previous phase's export, else from scratch.
     init = lambda params=None: steps.init_state(config, model, rng, params)
     abstract = abstract_like(jax.eval_shape(init), replicated)
-    resumed = ckpt.restore_newest_intact(abstract, _grain_iterator(loader))
+    resumed = ckpt.restore_newest_intact(
+        abstract, _grain_iterator(loader), lambda step: _seek(loader, step)
+    )
     latest = None
     if resumed is not None:
         state, latest = resumed
         logger.info("resumed from %s at step %d", ckpt.directory, latest)
+        if upstream is not None:
+            before, first, last = upstream
+            done = "is already complete" if latest >= train_cfg.num_steps else "continues"
+            logger.warning(
+                "%s resumes its own checkpoint (step %d) and %s: it does not use the %s steps "
+                "%d-%d trained in this run (its start was the earlier %s export). To retrain "
+                "%s from the new %s export, move %s aside (or delete it) and run again",
+                config.phase,
+                latest,
+                done,
+                before,
+                first + 1,
+                last,
+                before,
+                config.phase,
+                before,
+                workdir,
+            )
     elif train_cfg.init_from:
         _, params, digest = load_exported_model(train_cfg.init_from)
         state = jax.jit(init, out_shardings=replicated)(params)
@@ -323,6 +326,7 @@ def train_phase(
         summary = f"train loss {metrics['loss']:.4g} (no validation)"
     return {
         "step": step,
+        "start": start,
         "summary": summary,
         "val": val,
         "checkpoints": str(ckpt.directory),
@@ -338,6 +342,16 @@ def train_phase(
 def _grain_iterator(loader):
     """The grain iterator behind `loader` (saved by grain's orbax handler), or None."""
     return getattr(loader, "iterator", None)
+
+
+def _seek(loader, step: int) -> str:
+    """Puts `loader` where an uninterrupted run is after `step` steps (one batch a step) when
+    the checkpoint's saved position does not fit it; says where it went."""
+    seek = getattr(loader, "seek", None)
+    if seek is None:
+        return "at its first batch (this loader cannot seek)"
+    seek(step)
+    return f"placed after {step} batches of the current data (where step {step} leaves it)"
 
 
 class _Profile:

@@ -4,10 +4,12 @@
 never writes: a run it refuses leaves the workdir exactly as it was. Each failure is one
 `PreflightError` line naming the file or flag and what to do:
 
-* flags: batch size, crop size (a positive multiple of 64: the model's total downscaling),
-  validation crop, step counts, checkpoints kept, seed;
+* flags: batch size (>= 1, and a multiple of the device count: the global batch is split
+  evenly over the devices; never changed silently), crop size (a positive multiple of 64:
+  the model's total downscaling), validation crop, step counts, checkpoints kept, seed, phase;
 * data: the training folder holds images whose headers Pillow reads (files that do not are
-  listed in a warning: the loader skips them), every validation image decodes (any size
+  listed in a warning: the loader skips them; images smaller than the crop, which the loader
+  reflect-pads, are counted in one info line), every validation image decodes (any size
   >= 1 px: validation pads them as the codec does, svi_jax.forward.pad_to_multiple);
 * the previous phase's export (`train.init_from`) loads, has this config's model, and is not
   this run's own export (which the run would overwrite);
@@ -22,6 +24,7 @@ import json
 import logging
 import pathlib
 
+import jax
 import ml_collections
 from PIL import Image
 
@@ -32,6 +35,7 @@ from svi_jax.weights.export import EXECUTION_ONLY_FIELDS, ExportError, load_expo
 
 logger = logging.getLogger(__name__)
 OUTPUT_FOLDERS = ("checkpoints", "export", "images", "tensorboard")  # what a run writes
+_REPORTED: set[tuple[str, int | None]] = set()  # (training folder, crop) whose notes were logged
 
 
 class PreflightError(DataError):
@@ -51,8 +55,18 @@ def check_flags(config: ml_collections.ConfigDict) -> None:
     d, t = config.data, config.train
     crop = int(d.crop_size)
     problems = []
-    if int(d.batch_size) < 1:
+    batch, devices = int(d.batch_size), jax.device_count()
+    if batch < 1:
         problems.append(f"--config.data.batch_size={d.batch_size} must be >= 1")
+    elif batch % devices:  # each device takes batch / devices images of every step
+        multiples = sorted(
+            {m for m in (batch // devices * devices, -(-batch // devices) * devices) if m}
+        )
+        problems.append(
+            f"--config.data.batch_size={batch} (the global batch) must be a multiple of the "
+            f"{devices} devices (jax.device_count()): e.g. "
+            + " or ".join(f"--config.data.batch_size={m}" for m in multiples)
+        )
     if crop < DOWNSCALE_Z or crop % DOWNSCALE_Z:
         problems.append(
             f"--config.data.crop_size={crop} must be a positive multiple of {DOWNSCALE_Z} "
@@ -67,34 +81,53 @@ def check_flags(config: ml_collections.ConfigDict) -> None:
     if not 0 <= int(config.seed) < 2**32:
         problems.append(f"--config.seed={config.seed} must be in [0, 2**32)")
     if config.phase not in ("warming", "main", "gan"):
-        problems.append(f"--config.phase={config.phase!r} must be warming, main or gan")
+        problems.append(
+            f"--config.phase={config.phase} must be warming, main or gan, or a comma-separated "
+            "sequence of them (e.g. warming,main)"
+        )
     if problems:
         raise PreflightError("; ".join(problems))
 
 
-def check_training_images(path: str) -> None:
-    """The folder holds images; their headers are read (cheap: no pixel decoding)."""
+def check_training_images(path: str, crop_size: int | None = None) -> None:
+    """The folder holds images; their headers are read (cheap: no pixel decoding). With
+    `crop_size`, images with a side below it (the loader reflect-pads them up to the crop,
+    svi_jax.data.loader.pad_to_size) are counted in one info line."""
     try:
         files = list_images(path)
     except DataError as error:
         raise PreflightError(f"training data (--config.data.train): {error}") from None
-    unreadable = []
+    unreadable, small = [], []
     for file in files:
         try:
-            with Image.open(file):
-                pass
+            with Image.open(file) as image:
+                width, height = image.size  # the shorter side is the same after EXIF turns
+            if crop_size and min(width, height) < crop_size:
+                small.append(f"{file} ({width}x{height})")
         except Exception as error:  # Pillow raises many types for foreign bytes
             unreadable.append(f"{file} ({type(error).__name__})")
     if len(unreadable) == len(files):
         raise PreflightError(
             f"no training image in {path} can be read, e.g. {unreadable[0]}: check the folder"
         )
+    if (str(pathlib.Path(path).resolve()), crop_size) in _REPORTED:
+        return  # a later phase of the same run: said once
+    _REPORTED.add((str(pathlib.Path(path).resolve()), crop_size))
     if unreadable:
         logger.warning(
             "%d of %d training images cannot be read and will be skipped, e.g. %s",
             len(unreadable),
             len(files),
             unreadable[0],
+        )
+    if small:
+        logger.info(
+            "%d of %d training images are smaller than the %d-px crop "
+            "(--config.data.crop_size) on a side and are reflect-padded up to it, e.g. %s",
+            len(small),
+            len(files),
+            crop_size,
+            small[0],
         )
 
 
@@ -174,7 +207,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     if (data_cfg.train or data_cfg.tfds_name) and not data_cfg.val:
         raise PreflightError("--config.data.val (a held-out image folder) is required")
     if data_cfg.train:
-        check_training_images(data_cfg.train)
+        check_training_images(data_cfg.train, int(data_cfg.crop_size))
     if data_cfg.val:
         check_validation_images(data_cfg.val)
     check_workdir(config, workdir)
