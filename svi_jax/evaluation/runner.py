@@ -242,9 +242,12 @@ def evaluate(
     settings = settings or EvalSettings()
     codec = Codec(source.params, source.config, source.params_hash)
     num_levels = codec.num_slices
-    levels = sorted(set(settings.levels or range(1, num_levels + 1)))
+    every = settings.levels is None  # None: all levels; an empty tuple is a mistake, not "all"
+    levels = sorted(set(range(1, num_levels + 1) if every else settings.levels))
     if not levels or levels[0] < 1 or levels[-1] > num_levels:
-        raise EvalInputError(f"levels must be in 1..{num_levels}, got {list(settings.levels)}")
+        raise EvalInputError(
+            f"--levels must be in 1..{num_levels}, got {list(settings.levels or [])}"
+        )
     if settings.samples < 1:
         raise EvalInputError(f"--samples must be >= 1, got {settings.samples}")
     if len(dataset) == 0:
@@ -364,10 +367,10 @@ def metric_plan(dataset: Dataset) -> list[dict[str, str]]:
         missing = {m: f"needs {size} px sides" for m, size in needs.items() if min(h, w) < size}
         if missing:
             log.warning(
-                "%s (%dx%d px): too small for %s; evaluated without them",
+                "%s (%dx%d px (W x H)): too small for %s; evaluated without them",
                 name,
-                h,
                 w,
+                h,
                 ", ".join(missing),
             )
         plan.append(missing)
