@@ -154,6 +154,9 @@ def main(argv=None) -> int:
             args.data,
         )
         source = ev.load_model(checkpoint, args.official_checkpoint, args.config)
+        ev.runner.check_settings(settings, source.config.model.num_slices)  # before any work
+        for path in args.compare:  # a bad --compare file: now, not after the long run
+            ev.load_curve(path)
         dataset = ev.load_dataset(args.data)
         inception = args.inception
         if inception is None:

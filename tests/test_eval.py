@@ -282,8 +282,13 @@ def test_bad_inputs(workdir, tmp_path, capsys):
         ["--checkpoint", ckpt, "--compare", str(results), "--out", str(results.parent)], capsys
     )
     assert rc == 1 and "is the input file" in _one_line(err) and results.read_text() == "{}"
-    for out in (bad / "e", bad, bad / "sub" / "deeper"):
-        rc, err = _run(["--checkpoint", ckpt, "--data", str(bad), "--out", str(out)], capsys)
+    for data, out in [
+        (bad, bad / "e"),
+        (bad, bad),
+        (bad, bad / "sub" / "d"),
+        (bad / "good.png", bad),
+    ]:
+        rc, err = _run(["--checkpoint", ckpt, "--data", str(data), "--out", str(out)], capsys)
         assert rc == 1 and "inside the image folder" in _one_line(err) and "--out" in err
     assert sorted(p.name for p in bad.iterdir()) == ["good.png", "zz_broken.png"]
     rc, err = _run(["--checkpoint", str(tmp_path / "nope"), "--data", str(bad)], capsys)

@@ -217,7 +217,10 @@ def load_curve(path: str | os.PathLike) -> dict:
     path = pathlib.Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise EvalInputError(f"cannot read comparison file {path} (--compare): {reason}") from None
+    except json.JSONDecodeError as error:
         raise EvalInputError(f"cannot read comparison file {path}: {error}") from None
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         keys = sorted({k for row in data["levels"] for k in row})
