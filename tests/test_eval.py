@@ -251,6 +251,8 @@ def test_bad_level_lists_are_one_line_errors_not_all_levels(levels, capsys):
     assert rc == 1 and f"bad --levels {levels!r}" in line
     if levels != "x":
         assert "runs backwards" in line
+    with pytest.raises(ValueError, match="runs backwards"):
+        eval_cli.parse_levels("9-5")  # was range(9, 6): empty, so every level was evaluated
     assert eval_cli.parse_levels("1,4,8-10") == (1, 4, 8, 9, 10)
     assert eval_cli.parse_levels("all") is None
 
