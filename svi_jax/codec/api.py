@@ -134,14 +134,11 @@ class Codec:
     ) -> bytes:
         """uint8 (H, W, 3) image -> .sic bytes holding levels 1..level (default all).
 
-        image: a uint8 array, values 0..255, (H, W, 3) RGB; (H, W) or (H, W, 1) gray is
-          replicated and a 4th (alpha) channel dropped (`svi_jax.data.image_io.to_rgb8`); or a
-          PIL image. Any other dtype is a TypeError: a float array has no one scale (0..1 or
-          0..255?), and a host-side range check could not tell a dark 0..255 image from a
-          0..1 one, so the caller converts (`(np.clip(x, 0, 1) * 255).round().astype(np.uint8)`).
-        level, seed: integers (Python or numpy); a float such as 3.7 is a TypeError, not
-          level 3. Out of range (level not in 1..num_slices, seed not in 0..2**64-1):
-          ValueError.
+        image: uint8 (H, W, 3) RGB, 0..255 (gray (H, W) is replicated, a 4th channel dropped:
+          `to_rgb8`), or a PIL image. Another dtype is a TypeError: a float array has no one
+          scale, and a range check cannot tell a dark 0..255 image from a [0, 1] one.
+        level, seed: integers (numpy ones too); 3.7 is a TypeError, not level 3. Out of range
+          (level not in 1..num_slices, seed not in 0..2**64-1): ValueError.
         raster=True (benchmarks only) codes one position per chunk in raster order: such a
         file decodes only with `decompress(..., raster=True)`.
         """
