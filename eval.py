@@ -13,15 +13,21 @@ Images are read with their EXIF orientation applied (as viewers show them); imag
 size are coded (padded as the codec pads); metrics an image is too small for are NaN and
 listed under "unavailable" for that image; FID/KID from no more patches than the feature
 dimension are flagged ("too_few_patches"). An --out whose files would replace an input is
-refused before any work; results are written only at the end, each file atomically.
+refused before any work, and so is an --out inside the --data folder (its plots would be read
+as images by the next run); results are written only at the end, each file atomically.
+A mistake in a flag or an input (a corrupt image, a missing checkpoint, --levels 9-5) prints
+one line, `eval.py: error: ...` naming the flag or file, and exits with status 1 (2 only
+for argparse's usage errors, as in svi-codec). Sizes print as W x H.
 """
 
 import argparse
 import pathlib
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent
-DEFAULT_WORKDIR = ROOT / "runs" / "tiny"
+# Relative to the current directory, as train.py's default --workdir and svi-codec's default
+# --checkpoint are: `python train.py && python eval.py` from any one folder meet.
+DEFAULT_WORKDIR = pathlib.Path("runs") / "tiny"
+PROG = "eval.py"
 FLAT_PSNR_DB = 0.1  # PSNR spread over the levels below which the latent is not being used
 
 
@@ -41,21 +47,42 @@ def flat_curve_warning(levels: list[dict]) -> str | None:
 
 
 def parse_levels(text: str | None) -> tuple[int, ...] | None:
+    """'1,4,8-16' -> (1, 4, 8, ..., 16); None or 'all' -> None (every level).
+
+    Raises ValueError naming --levels for a part that is no integer or a reversed range
+    ('9-5', '16-1'): never a silent fallback to all levels. Called by main (not as argparse's
+    type=) so that the mistake is one `eval.py: error:` line, exit 1, like every input error."""
     if not text or text == "all":
         return None
-    try:
-        out = set()
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-        return tuple(sorted(out))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --levels {text!r} (e.g. 1,4,8-16)") from None
+    out = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ValueError(f"bad --levels {text!r} (e.g. 1,4,8-16)") from None
+        if last < first:
+            raise ValueError(
+                f"bad --levels {text!r}: range {part.strip()} runs backwards (write {last}-{first})"
+            )
+        out.update(range(first, last + 1))
+    return tuple(sorted(out))
+
+
+def _error(message: str) -> int:
+    """One line on stderr as train.py and svi-codec print it; exit status 1 (README)."""
+    from svi_jax.safety import one_line
+
+    print(f"{PROG}: error: {one_line(ValueError(message), 1000)}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", help="export dir or train.py workdir (default runs/tiny)")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--checkpoint",
+        help="export dir or train.py workdir (default runs/tiny in the current directory)",
+    )
     p.add_argument("--official-checkpoint", help="official PyTorch state dict (.pth or .npz)")
     p.add_argument("--config", help="configs/<name>.py (required with --official-checkpoint)")
     p.add_argument(
@@ -63,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="image folder/file, 'skimage' (default: 256-px centre crops of the bundled photos), "
         "'skimage-full' or tfds:NAME[:SPLIT]. EXIF orientation is applied as viewers do",
     )
-    p.add_argument("--levels", type=parse_levels, help="levels, e.g. 1,4,8-16 (default all)")
+    p.add_argument("--levels", help="levels, e.g. 1,4,8-16 (default all)")
     p.add_argument("--samples", type=int, default=1, help="detail samples M per level")
     p.add_argument("--seed", type=int, default=0, help="first detail-sampling seed")
-    p.add_argument("--out", help="output folder (default <checkpoint>/eval)")
+    p.add_argument(
+        "--out", help="output folder (default <checkpoint>/eval); not inside the --data folder"
+    )
     p.add_argument("--compare", nargs="*", default=[], help="reference curves (JSON) to plot")
     p.add_argument(
         "--inception",
@@ -85,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        levels = parse_levels(args.levels)
+    except ValueError as error:
+        return _error(str(error))
     from svi_jax import evaluation as ev
     from svi_jax.compilation import enable_persistent_cache
 
@@ -93,8 +126,11 @@ def main(argv=None) -> int:
     checkpoint = args.checkpoint
     if checkpoint is None and args.official_checkpoint is None:
         if not (DEFAULT_WORKDIR / "export" / "export.json").exists():
-            print(f"no checkpoint in {DEFAULT_WORKDIR}: run python train.py first", file=sys.stderr)
-            return 2
+            return _error(
+                f"no checkpoint in {DEFAULT_WORKDIR.absolute()} (the default --checkpoint, "
+                "runs/tiny relative to the current directory): run python train.py first here, "
+                "or give --checkpoint"
+            )
         checkpoint = str(DEFAULT_WORKDIR)
     if args.out:
         out = args.out
@@ -103,7 +139,7 @@ def main(argv=None) -> int:
     else:  # next to the official checkpoint: sic.pth -> sic_eval/
         out = f"{pathlib.Path(args.official_checkpoint).with_suffix('')}_eval"
     settings = ev.EvalSettings(
-        levels=args.levels,
+        levels=levels,
         samples=args.samples,
         seed=args.seed,
         synthesis_batch=args.synthesis_batch,
@@ -118,6 +154,9 @@ def main(argv=None) -> int:
             args.data,
         )
         source = ev.load_model(checkpoint, args.official_checkpoint, args.config)
+        ev.runner.check_settings(settings, source.config.model.num_slices)  # before any work
+        for path in args.compare:  # a bad --compare file: now, not after the long run
+            ev.load_curve(path)
         dataset = ev.load_dataset(args.data)
         inception = args.inception
         if inception is None:
@@ -144,8 +183,7 @@ def main(argv=None) -> int:
                 name=args.name,
             )
     except ev.EvalInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _error(str(error))
     for note in results.get("notes", []):
         if feature_fn is None and note.startswith("FID/KID skipped"):
             continue  # said before the run, with how to enable them

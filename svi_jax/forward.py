@@ -38,11 +38,52 @@ class TrainNoise(NamedTuple):
     detail: jax.Array
 
 
+IMAGE_LAYOUT = "NHWC float in [0, 1], shape (B, H, W, 3)"
+
+
+def check_images(x, what: str = "x") -> None:
+    """Raises, at trace time, for an image batch the model cannot take: the expected layout
+    is `IMAGE_LAYOUT` with H and W multiples of DOWNSCALE_Z (64: z is at 1/64 of the image).
+
+    Only static properties are checked (ndim, shape, dtype; nothing inside jit reads values),
+    so a [0, 255] float batch passes: the range is the caller's part of the contract.
+
+    Raises:
+      ValueError: ndim != 4 (e.g. an HWC image without its batch axis), 3 != channels
+        (NCHW, grayscale), or H, W not multiples of 64 (the message gives the size and
+        `svi_jax.pad_to_multiple`).
+      TypeError: a non-floating dtype (uint8: divide by 255 first).
+    """
+    shape, dtype = tuple(x.shape), x.dtype
+    if len(shape) != 4:
+        raise ValueError(f"{what} must be {IMAGE_LAYOUT}, got shape {shape} ({len(shape)} axes)")
+    if shape[-1] != 3:
+        hint = " (NCHW? move channels last)" if shape[1] == 3 else ""
+        raise ValueError(
+            f"{what} must be {IMAGE_LAYOUT}, got {shape[-1]} channels in shape {shape}{hint}"
+        )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{what} must be {IMAGE_LAYOUT}, got dtype {dtype}; uint8 images: x / 255.0"
+        )
+    h, w = shape[1], shape[2]
+    if h % DOWNSCALE_Z or w % DOWNSCALE_Z or h < 1 or w < 1:
+        raise ValueError(
+            f"{what}: image height and width must be multiples of {DOWNSCALE_Z} (z is at "
+            f"1/{DOWNSCALE_Z} of the image), got {h}x{w} (H x W); pad with "
+            "svi_jax.pad_to_multiple and crop the output (svi_jax.crop_to)"
+        )
+
+
 def latent_shapes(model: ProgressiveSIC, image_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """(y shape, z shape) of an image batch of `image_shape` (B, H, W, 3), H and W multiples
+    of 64 (ValueError otherwise, as `check_images`)."""
+    if len(image_shape) != 4:
+        raise ValueError(f"image shape must be (B, H, W, 3), got {tuple(image_shape)}")
     b, h, w = image_shape[:3]
     if h % DOWNSCALE_Z or w % DOWNSCALE_Z:
         raise ValueError(
-            f"image height and width must be multiples of {DOWNSCALE_Z}, got {h}x{w}; "
+            f"image height and width must be multiples of {DOWNSCALE_Z}, got {h}x{w} (H x W); "
             "use svi_jax.pad_to_multiple"
         )
     y_shape = (b, h // DOWNSCALE_Y, w // DOWNSCALE_Y, model.latent_channels)
@@ -135,7 +176,12 @@ class Latents(NamedTuple):
 
 
 def encode_latents(model: ProgressiveSIC, params: dict, x: jax.Array) -> Latents:
-    """Everything the encoder side computes once per image (no randomness)."""
+    """Everything the encoder side computes once per image (no randomness).
+
+    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`: ValueError /
+    TypeError at trace time otherwise).
+    """
+    check_images(x)
     apply = bound_apply(model, params)
     y = apply(ProgressiveSIC.analysis, x)
     z = apply(ProgressiveSIC.hyper_analysis, y)
@@ -163,7 +209,9 @@ def train_forward(
     for all of them, and with `remat_samples` (the default) backprop keeps only each sample's
     inputs, recomputing its decode, so peak memory does not grow with M.
     Returns a dict of tensors and scalars named as in the official `forward`.
+    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`).
     """
+    check_images(x)
     apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
@@ -265,7 +313,9 @@ def evaluation_pass(
     detail_uniform: U[0, 1) of shape (M*B, h, w, C). `num_pixels` defaults to H*W of `x`; give
     the unpadded area when x was padded (the official code divides by the padded area: a bug).
     The M decodes run in one `lax.scan` (`decode_samples`).
+    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`).
     """
+    check_images(x)
     apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
@@ -303,7 +353,15 @@ def bound_apply(model: ProgressiveSIC, params: dict):
 
 
 def pad_to_multiple(x: np.ndarray | jax.Array, multiple: int = DOWNSCALE_Z):
-    """Zero-pad (B, H, W, C) bottom/right to a multiple; returns (padded, (H, W))."""
+    """Zero-pad (B, H, W, C) bottom/right to a multiple; returns (padded, (H, W)).
+
+    Raises ValueError for another number of axes (an HWC image: add the batch axis, x[None]).
+    """
+    if x.ndim != 4:
+        raise ValueError(
+            f"pad_to_multiple takes a batch (B, H, W, C), got shape {tuple(x.shape)}; "
+            "for one (H, W, C) image pass x[None]"
+        )
     h, w = x.shape[1], x.shape[2]
     ph, pw = (-h) % multiple, (-w) % multiple
     lib = jnp if isinstance(x, jax.Array) else np

@@ -5,11 +5,19 @@
 * `runtime_failure(error)`: a one-line message for out-of-memory and other runtime failures
   (XLA's `JaxRuntimeError`, `MemoryError`), or None for errors that are bugs (tracebacks).
 * `write_atomic(path, data)`: the one temporary-file-and-rename writer (svi-codec outputs,
-  every image `svi_jax.data.image_io.save_image` writes). The file gets the mode a plain
-  `open(path, "w")` would give it: the mode of the file it replaces, else 0666 & ~umask
-  (mkstemp alone would leave 0600).
+  every image `svi_jax.data.image_io.save_image` writes, eval.py's results). The file gets
+  the mode a plain `open(path, "w")` would give it: the mode of the file it replaces, else
+  0666 & ~umask (mkstemp alone would leave 0600).
+* `output_target(path)`: where a write to `path` lands. A symlink is followed to its target
+  (as `open(path, "w")` does): the target is replaced and the link kept, also for a dangling
+  link (its target is created). A rename cannot write through a link, so `write_atomic` and
+  `check_output_folder` resolve it first.
 * `check_output_folder(path)`: refuses, before any work, an output whose folder is missing
   or cannot take a new file (tries to create the temporary file there).
+
+Hard links: an atomic replace puts a new file under the name it writes; other hard links to
+the old file keep the old content (`truncate --in-place` of a hard-linked file cuts that name
+only). Readers of the name never see a half-written file, which is the point of the rename.
 
 `jax.errors.JaxRuntimeError` exists in jax 0.10.2 and 0.11.x (it is jaxlib's XlaRuntimeError
 under its public name); it is looked up lazily so that importing this module stays cheap.
@@ -73,6 +81,23 @@ def refuse_overwrite(
                 )
 
 
+def output_target(path: str | os.PathLike) -> Path:
+    """The file a write to `path` replaces: `path` itself, or when `path` is a symlink (also
+    a dangling one, or a chain of them) the file it points to, as `open(path, "w")` would
+    write it. Only the final component is followed: folders in `path` stay as given, so
+    messages name them as the user typed them.
+
+    Raises:
+      OutputPathError: a symlink loop (or a chain over 40 links), naming `path`.
+    """
+    target = Path(path)
+    for _ in range(40):  # the kernel's own limit on links followed (ELOOP)
+        if not target.is_symlink():
+            return target
+        target = target.parent / os.readlink(target)
+    raise OutputPathError(f"output {path} is a symlink loop: give a file name")
+
+
 def _umask() -> int:
     """The process umask, read without changing it where Linux reports it (/proc); elsewhere
     set and restored at once."""
@@ -96,15 +121,18 @@ def new_file_mode(folder: bool = False) -> int:
 def check_output_folder(path: str | os.PathLike) -> None:
     """Raises OutputPathError when `path` cannot be written atomically: its folder is missing
     (never created silently), is not a folder, or refuses a new file (checked by creating and
-    removing the temporary file `write_atomic` will use), or `path` is itself a folder."""
-    target = Path(path)
+    removing the temporary file `write_atomic` will use), or `path` is itself a folder.
+    A symlink `path` is checked where the write lands (`output_target`)."""
+    target = output_target(path)
     folder = target.parent
     if not folder.exists():
-        raise OutputPathError(f"no such folder: {folder} (for output {target}); create it first")
+        raise OutputPathError(
+            f"no such folder: {folder} (for output {_named(path)}); create it first"
+        )
     if not folder.is_dir():
-        raise OutputPathError(f"{folder} is not a folder (for output {target})")
+        raise OutputPathError(f"{folder} is not a folder (for output {_named(path)})")
     if target.is_dir():
-        raise OutputPathError(f"output {target} is a folder: give a file name")
+        raise OutputPathError(f"output {_named(path)} is a folder: give a file name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as error:
@@ -112,6 +140,12 @@ def check_output_folder(path: str | os.PathLike) -> None:
         raise OutputPathError(f"cannot write into folder {folder}: {reason}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def _named(path: str | os.PathLike) -> str:
+    """`path`, and where it points when it is a symlink: `link.sic -> /data/real.sic`."""
+    target = output_target(path)
+    return str(path) if target == Path(path) else f"{path} -> {target}"
 
 
 def write_atomic(
@@ -123,10 +157,13 @@ def write_atomic(
 
     Mode: that of the file being replaced, else 0666 & ~umask, as `open(path, "w")` gives;
     mkstemp creates 0600, which would hide outputs from other users and programs.
+    Symlinks: a `path` that is a symlink writes its target (`output_target`) and keeps the
+    link; a rename onto the link itself would replace the link and leave the target old.
+    Hard links: the name gets a new file, other links keep the old content (module docstring).
     make_parents: create missing folders (callers that own an output tree); otherwise a
     missing folder is an OSError. Raises OSError when the folder cannot be written.
     """
-    target = Path(path)
+    target = output_target(path)
     if make_parents:
         target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -319,3 +319,103 @@ def test_sic_outputs_must_end_in_sic(export_dir, sic, tmp_path, capsys):
         assert "output must end in .sic" in _one_error_line(capsys)
     assert not list(tmp_path.iterdir())
     assert main(["compress", str(png), str(tmp_path / "c.SIC"), *_ck(export_dir)]) == 0
+
+
+def test_writes_go_through_symlinks_to_their_target(export_dir, sic, tmp_path, capsys):
+    """A rename onto a symlink would replace the link and leave its target old: outputs are
+    written where the link points (as a plain write through it), the link stays a link."""
+    png, data = sic
+    full = data.read_bytes()
+    real = tmp_path / "real.sic"
+    real.write_bytes(full)
+    os.chmod(real, 0o640)
+    inplace = tmp_path / "inplace.sic"
+    inplace.symlink_to(real.name)  # relative link, as `ln -s real.sic inplace.sic`
+    assert main(["truncate", str(inplace), "--in-place", "--level", "2"]) == 0
+    assert inplace.is_symlink() and real.read_bytes() == api.truncate(full, 2)
+    assert _mode(real) == 0o640  # the target's mode is kept
+    # compress / truncate to a link: its target gets the new file.
+    target = tmp_path / "target.sic"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.sic"
+    link.symlink_to(target)
+    assert main(["compress", str(png), str(link), *_ck(export_dir)]) == 0
+    assert link.is_symlink() and api.info(target.read_bytes())["coded_levels"] == 16
+    assert main(["truncate", str(data), str(link), "--level", "1"]) == 0
+    assert link.is_symlink() and target.read_bytes() == api.truncate(full, 1)
+    # A dangling link creates its target when the target's folder exists...
+    (tmp_path / "sub").mkdir()
+    dangling = tmp_path / "dangling.sic"
+    dangling.symlink_to(tmp_path / "sub" / "new.sic")
+    assert main(["truncate", str(data), str(dangling), "--level", "3"]) == 0
+    assert dangling.is_symlink() and (tmp_path / "sub" / "new.sic").read_bytes() == (
+        api.truncate(full, 3)
+    )
+    # ...and is one line naming both when it does not; nothing is written.
+    nowhere = tmp_path / "nowhere.sic"
+    nowhere.symlink_to(tmp_path / "missing" / "x.sic")
+    for argv in (
+        ["truncate", str(data), str(nowhere), "--level", "1"],
+        ["compress", str(png), str(nowhere), *_ck(export_dir)],
+    ):
+        assert main(argv) == 1, argv
+        err = _one_error_line(capsys)
+        assert f"no such folder: {tmp_path / 'missing'}" in err and str(nowhere) in err, err
+    assert nowhere.is_symlink() and not (tmp_path / "missing").exists()
+    # A link whose target is named like an image does not get .sic data.
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"png")
+    (tmp_path / "to_photo.sic").symlink_to(photo)
+    assert main(["truncate", str(data), str(tmp_path / "to_photo.sic"), "--level", "1"]) == 1
+    assert "named like an image" in _one_error_line(capsys) and photo.read_bytes() == b"png"
+    # A symlink input to the same file is still refused without --in-place.
+    assert main(["truncate", str(real), str(inplace), "--level", "1"]) == 1
+    assert "--in-place" in _one_error_line(capsys)
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_in_place_on_a_hard_link_cuts_that_name_only_as_documented(sic, tmp_path, capsys):
+    _, data = sic
+    full = data.read_bytes()
+    one, other = tmp_path / "one.sic", tmp_path / "other.sic"
+    one.write_bytes(full)
+    os.link(one, other)
+    assert main(["truncate", str(one), "--in-place", "--level", "2"]) == 0
+    assert one.read_bytes() == api.truncate(full, 2) and other.read_bytes() == full
+    with pytest.raises(SystemExit):
+        main(["truncate", "--help"])
+    assert "other links keep the old file" in " ".join(capsys.readouterr().out.split())
+
+
+def test_info_text_names_the_encoder_and_the_entropy_model(sic, capsys):
+    _, data = sic
+    summary = api.info(data.read_bytes())
+    assert main(["info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert summary["encoder"] and summary["encoder"] in out
+    assert f"entropy model {summary['entropy_digest']}" in out
+
+
+def test_multi_frame_input_codes_its_first_frame_with_one_note(export_dir, tmp_path, capsys):
+    red, blue = (Image.new("RGB", (70, 40), c) for c in ((255, 0, 0), (0, 0, 255)))
+    gif = tmp_path / "anim.gif"
+    red.save(gif, save_all=True, append_images=[blue], duration=100, loop=0)
+    out = tmp_path / "anim.sic"
+    assert main(["compress", str(gif), str(out), *_ck(export_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"svi-codec: note: {gif} holds 2 frames: only the first frame is used\n"
+    )
+    assert f"{out}: " in captured.out and api.info(out.read_bytes())["width"] == 70
+
+
+def test_missing_default_checkpoint_says_where_it_was_looked_for(
+    sic, tmp_path, monkeypatch, capsys
+):
+    png, _ = sic
+    monkeypatch.chdir(tmp_path)
+    assert main(["compress", str(png), "o.sic"]) == 1  # --checkpoint runs/tiny (default)
+    err = _one_error_line(capsys)
+    where = os.path.join(os.getcwd(), "runs", "tiny")
+    assert f"checkpoint not found: {where} (looked up relative to the current directory)" in err
+    assert not list(tmp_path.iterdir())

@@ -217,11 +217,53 @@ def _run(args, capsys):
     return rc, capsys.readouterr().err
 
 
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eval.py: error: "), err
+    return lines[0]
+
+
 def test_no_flags_without_default_checkpoint(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(eval_cli, "DEFAULT_WORKDIR", tmp_path / "runs" / "tiny")
+    """The default runs/tiny is looked up in the current directory (as train.py writes it and
+    svi-codec reads it), not beside eval.py."""
+    monkeypatch.chdir(tmp_path)
     rc, err = _run([], capsys)
-    assert rc == 2 and "run python train.py first" in err
-    assert len(err.strip().splitlines()) == 1
+    line = _one_line(err)
+    assert rc == 1 and "run python train.py first" in line
+    assert f"no checkpoint in {tmp_path / 'runs' / 'tiny'} " in line
+
+
+def test_default_checkpoint_is_found_in_the_current_directory(
+    workdir, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "tiny").symlink_to(workdir / "run", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    # --levels 0 fails after the model is loaded: the default checkpoint was found here.
+    rc, err = _run(["--levels", "0", "--inception", "none", "--out", str(tmp_path / "e")], capsys)
+    assert rc == 1 and _one_line(err) == "eval.py: error: --levels must be in 1..16, got [0]"
+
+
+@pytest.mark.parametrize("levels", ["9-5", "16-1", "1,8-3", "x"])
+def test_bad_level_lists_are_one_line_errors_not_all_levels(levels, capsys):
+    rc, err = _run(["--checkpoint", "/nonexistent", "--levels", levels], capsys)
+    line = _one_line(err)
+    assert rc == 1 and f"bad --levels {levels!r}" in line
+    if levels != "x":
+        assert "runs backwards" in line
+    with pytest.raises(ValueError, match="runs backwards"):
+        eval_cli.parse_levels("9-5")  # was range(9, 6): empty, so every level was evaluated
+    assert eval_cli.parse_levels("1,4,8-10") == (1, 4, 8, 9, 10)
+    assert eval_cli.parse_levels("all") is None
+
+
+def test_sizes_are_logged_width_x_height(caplog):
+    dataset = ev.Dataset(
+        "mem", ("tall.png",), lambda i: np.zeros((20, 40, 3), np.uint8), ((20, 40),)
+    )
+    with caplog.at_level("WARNING"):
+        ev.runner.metric_plan(dataset)
+    assert "tall.png (40x20 px (W x H)): too small for" in caplog.text
 
 
 def test_bad_inputs(workdir, tmp_path, capsys):
@@ -229,32 +271,37 @@ def test_bad_inputs(workdir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     rc, err = _run(["--checkpoint", ckpt, "--data", str(empty)], capsys)
-    assert rc == 2 and "no images" in err
+    assert rc == 1 and "no images" in _one_line(err)
     bad = tmp_path / "bad"
     save_png(bad / "good.png", picture(64, 96, 0))
     (bad / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     rc, err = _run(["--checkpoint", ckpt, "--data", str(bad)], capsys)
-    assert rc == 2 and "zz_broken.png" in err
+    assert rc == 1 and "zz_broken.png" in _one_line(err)
     results = tmp_path / "prev" / "results.json"
     results.parent.mkdir()
     results.write_text("{}")
     rc, err = _run(  # --compare with the file this run would write: refused, kept
         ["--checkpoint", ckpt, "--compare", str(results), "--out", str(results.parent)], capsys
     )
-    assert rc == 2 and "is the input file" in err and results.read_text() == "{}"
-    rc, err = _run(["--checkpoint", ckpt, "--data", str(bad), "--out", str(bad / "e")], capsys)
-    assert rc == 2 and "inside the image folder" in err and not (bad / "e").exists()
+    assert rc == 1 and "is the input file" in _one_line(err) and results.read_text() == "{}"
+    for data, out in [
+        (bad, bad / "e"),
+        (bad, bad),
+        (bad, bad / "sub" / "d"),
+        (bad / "good.png", bad),
+    ]:
+        rc, err = _run(["--checkpoint", ckpt, "--data", str(data), "--out", str(out)], capsys)
+        assert rc == 1 and "inside the image folder" in _one_line(err) and "--out" in err
+    assert sorted(p.name for p in bad.iterdir()) == ["good.png", "zz_broken.png"]
     rc, err = _run(["--checkpoint", str(tmp_path / "nope"), "--data", str(bad)], capsys)
-    assert rc == 2 and "not found" in err
+    assert rc == 1 and "not found" in _one_line(err) and "nope" in err
     paper = str(ROOT / "configs" / "paper.py")
     rc, err = _run(["--checkpoint", ckpt, "--config", paper], capsys)
-    assert rc == 2 and "another model config" in err and "latent_channels" in err
+    assert rc == 1 and "another model config" in err and "latent_channels" in _one_line(err)
     rc, err = _run(["--checkpoint", ckpt, "--levels", "0,17"], capsys)
-    assert rc == 2 and "levels must be in 1..16" in err
+    assert rc == 1 and "--levels must be in 1..16" in _one_line(err)
     rc, err = _run(["--checkpoint", ckpt, "--compare", str(tmp_path / "missing.json")], capsys)
-    assert rc == 2 and "missing.json" in err
-    for err_line in err.strip().splitlines():
-        assert "Traceback" not in err_line
+    assert rc == 1 and "missing.json" in _one_line(err)
 
 
 def test_official_checkpoint_of_another_config(workdir, tmp_path, capsys):
@@ -265,9 +312,9 @@ def test_official_checkpoint_of_another_config(workdir, tmp_path, capsys):
     rc, err = _run(
         ["--official-checkpoint", str(tmp_path / "tiny_official.npz"), "--config", paper], capsys
     )
-    assert rc == 2 and "does not fit" in err and "paper.py" in err
+    assert rc == 1 and "does not fit" in err and "paper.py" in _one_line(err)
     rc, err = _run(["--official-checkpoint", str(tmp_path / "tiny_official.npz")], capsys)
-    assert rc == 2 and "--config" in err
+    assert rc == 1 and "--config" in _one_line(err)
 
 
 def test_compare_loader_and_replot(e2e, tmp_path):
@@ -302,7 +349,7 @@ def test_inception_weights_file_gives_fid_and_kid(workdir, nets, tmp_path, monke
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00" * 64)
     rc, err = _run([*common, "--inception", str(junk), "--out", str(tmp_path / "bad")], capsys)
-    assert rc == 2 and "junk.pth" in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and "junk.pth" in _one_line(err)
     assert not (tmp_path / "bad").exists()
     out = tmp_path / "out"
     rc, err = _run(

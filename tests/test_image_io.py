@@ -99,3 +99,68 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         image_io.save_image(tmp_path / "a.png", _stored())
     assert not list(tmp_path.iterdir())
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A 1-bit PNG that declares width x height but holds almost no data: opening it reads
+    the size (Pillow's decompression-bomb check runs there); decoding it fails (truncated)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat))
+    return path
+
+
+def test_pillow_limit_is_ours_no_warning_below_it(tmp_path):
+    assert Image.MAX_IMAGE_PIXELS >= image_io.MAX_PIXELS == 2**28
+    # 100 MP: above Pillow's default 89.5 MP (a two-line DecompressionBombWarning), below ours.
+    path = _png_header(tmp_path / "big.png", 20000, 5000)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(image_io.DataError, match="cannot decode image") as error:
+            image_io.load_image(path)  # truncated data: fails decoding, not on its size
+    assert "bomb" not in str(error.value) and "too large" not in str(error.value)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "size"),
+    [
+        (20000, 15000, "20000x15000 px (W x H) = 300,000,000 pixels"),  # Pillow: its error
+        (40000, 20000, "more than 536,870,912 pixels"),  # above twice the limit
+    ],
+)
+def test_images_above_our_limit_are_one_line_errors(tmp_path, width, height, size):
+    import warnings
+
+    path = _png_header(tmp_path / "huge.png", width, height)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(image_io.ImageTooLargeError) as error:
+            image_io.load_image(path)
+    message = str(error.value)
+    assert message.startswith(f"image {path} is too large: {size}, above the limit of 268,435,456")
+    assert "\n" not in message
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_multi_frame_files_give_their_first_frame_and_a_note(tmp_path):
+    red, blue = (Image.new("RGB", (7, 4), c) for c in ((255, 0, 0), (0, 0, 255)))
+    gif = tmp_path / "anim.gif"
+    red.save(gif, save_all=True, append_images=[blue, red], duration=100, loop=0)
+    notes: list[str] = []
+    image = image_io.load_image(gif, notes)
+    assert image.shape == (4, 7, 3) and (image == (255, 0, 0)).all()
+    assert notes == [f"{gif} holds 3 frames: only the first frame is used"]
+    still = image_io.save_png(tmp_path / "still.png", image)
+    notes.clear()
+    image_io.load_image(still, notes)
+    assert notes == []

@@ -19,19 +19,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from svi_jax.codec import banded, integer_model
 from svi_jax.codec import format as fmt
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
 from svi_jax.codec.tables import FRAC_BITS, z_medians
 from svi_jax.codec.wavefront import decode_slice, get_schedule
-from svi_jax.data.image_io import to_rgb8
+from svi_jax.data.image_io import MAX_PIXELS, to_rgb8
 from svi_jax.forward import compose_level_latent, sample_details
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
 from svi_jax.weights.export import params_hash
 
 DEFAULT_SEED = 0
-MAX_PIXELS = 2**28  # decoder refuses larger headers (memory safety on hostile files)
+# MAX_PIXELS (svi_jax.data.image_io, 2**28): the largest image read, coded, or decoded from a
+# header (memory safety on hostile files).
 
 
 def _apply(model, params, method, *args):
@@ -106,8 +108,9 @@ class Codec:
 
     # --- encoder --------------------------------------------------------------------------
     def analyze(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (H, W, 3) -> (y symbols (h, w, C), z symbols), int32."""
-        image = to_rgb8(image)
+        """uint8 (H, W, 3) -> (y symbols (h, w, C), z symbols), int32. Input rules and
+        errors: `compress`."""
+        image = _rgb8(image)
         h, w = image.shape[:2]
         if h < 1 or w < 1 or h * w > MAX_PIXELS:
             raise ValueError(f"cannot code a {h}x{w} image")
@@ -131,15 +134,21 @@ class Codec:
     ) -> bytes:
         """uint8 (H, W, 3) image -> .sic bytes holding levels 1..level (default all).
 
+        image: uint8 (H, W, 3) RGB, 0..255 (gray (H, W) is replicated, a 4th channel dropped:
+          `to_rgb8`), or a PIL image. Another dtype is a TypeError: a float array has no one
+          scale, and a range check cannot tell a dark 0..255 image from a [0, 1] one.
+        level, seed: integers (numpy ones too); 3.7 is a TypeError, not level 3. Out of range
+          (level not in 1..num_slices, seed not in 0..2**64-1): ValueError.
         raster=True (benchmarks only) codes one position per chunk in raster order: such a
         file decodes only with `decompress(..., raster=True)`.
         """
-        level = self.num_slices if level is None else int(level)
+        level = self.num_slices if level is None else fmt.as_integer(level, "level")
         if not 1 <= level <= self.num_slices:
             raise ValueError(f"level must be in 1..{self.num_slices}, got {level}")
-        if not 0 <= int(seed) < 2**64:
+        seed = fmt.as_integer(seed, "seed")
+        if not 0 <= seed < 2**64:
             raise ValueError("seed must be in 0..2**64-1")
-        image = to_rgb8(image)
+        image = _rgb8(image)
         t0 = time.perf_counter()
         y_sym, z_sym = self.analyze(image)
         t1 = time.perf_counter()
@@ -174,7 +183,7 @@ class Codec:
             image.shape[1],
             level,
             self.num_slices,
-            int(seed),
+            seed,
             self.encoder_id,
         )
         return fmt.pack(header, z_segment, segments)
@@ -282,9 +291,10 @@ class Codec:
         """.sic bytes -> uint8 (H, W, 3) at `level` (default: every level in the file).
 
         Detail channels (>= W·level) are sampled from `seed` (default: the header's seed).
+        level, seed: integers (a float is a TypeError, as in `compress`).
         """
         stream, _, y_buf, hyper, level = self.decode_symbols(data, level, raster, stats)
-        seed = stream.header.seed if seed is None else int(seed)
+        seed = stream.header.seed if seed is None else fmt.as_integer(seed, "seed")
         if not 0 <= seed < 2**64:
             raise ValueError("seed must be in 0..2**64-1")
         t0 = time.perf_counter()
@@ -295,6 +305,19 @@ class Codec:
         image = np.asarray(image)[: stream.header.height, : stream.header.width]
         _add(stats, "network_s", time.perf_counter() - t0)
         return image
+
+
+def _rgb8(image) -> np.ndarray:
+    """The codec's input rule (`Codec.compress`): uint8 arrays (or PIL images) only."""
+    if not isinstance(image, Image.Image):
+        dtype = np.asarray(image).dtype
+        if dtype != np.uint8:
+            raise TypeError(
+                f"the codec takes uint8 (H, W, 3) images with values 0..255, got dtype {dtype}; "
+                "convert a [0, 1] float image with (np.clip(x, 0, 1) * 255).round()"
+                ".astype(np.uint8)"
+            )
+    return to_rgb8(image)
 
 
 def _add(stats: dict | None, key: str, seconds: float) -> None:
@@ -320,6 +343,7 @@ def compress(
     """Compresses a uint8 (H, W, 3) image into one progressive .sic bitstream.
 
     Pass a `Codec` as `params` (config None) to reuse its tables and compiled steps.
+    Input rules and errors (uint8 only, integer level and seed): `Codec.compress`.
     """
     return _codec(params, config).compress(image, level=level, seed=seed)
 
@@ -336,7 +360,9 @@ def decompress(
 
 
 def truncate(data: bytes, level: int) -> bytes:
-    """The level-`level` bitstream of `data` (a byte prefix plus a rewritten header)."""
+    """The level-`level` bitstream of `data` (a byte prefix plus a rewritten header).
+
+    Raises TypeError for a non-integer level, BitstreamError for one the file lacks."""
     return fmt.truncate(bytes(data), level)
 
 

@@ -7,7 +7,9 @@
 
 Inputs: any image Pillow reads (PNG, JPEG, WebP, ...); the EXIF orientation is applied as
 image viewers do (a phone photo tagged "rotate 90" is coded upright); grayscale is replicated
-to RGB, alpha is dropped, 16-bit data is scaled to 8 bits (svi_jax.data.image_io).
+to RGB, alpha is dropped, 16-bit data is scaled to 8 bits (svi_jax.data.image_io). Of a
+multi-frame file (GIF, animated WebP/PNG, multi-page TIFF) the first frame is coded, with one
+`svi-codec: note:` line saying so. Images above 2**28 pixels are refused in one line.
 decompress writes the format its output's extension names (.png, .jpg/.jpeg at quality 95,
 .webp lossless, .bmp, .tif/.tiff, .ppm); any other extension is refused before decoding.
 --checkpoint takes an export directory, a train.py workdir (holding export/), or a directory
@@ -17,7 +19,11 @@ hard link too) is refused; truncate rewrites its input only with --in-place. .si
 must end in .sic. An output folder that is missing or cannot take a new file is refused
 before any decoding (folders are never created). Outputs are written atomically (temporary
 file + rename, `svi_jax.safety.write_atomic`) with the mode a plain write gives: 0666 & ~umask
-for a new file, the old file's mode for a replaced one (truncate --in-place). On any error
+for a new file, the old file's mode for a replaced one (truncate --in-place). An output that
+is a symlink writes its target (kept a link, as a plain write through it does; a dangling link
+creates its target when the target's folder exists). A rename gives the written name a new
+file: other hard links to the old one keep the old content (truncate --in-place of a
+hard-linked .sic cuts that name only). On any error
 (out of memory included) the command prints one line naming the file it is about, exits with
 status 1 and leaves no output file; Ctrl-C prints "svi-codec: interrupted" and exits 130.
 A .sic cut (or corrupt) inside slice k decodes, truncates and reports levels 1..k-1.
@@ -58,9 +64,12 @@ class CliError(Exception):
 def _load_codec(path: str) -> api.Codec:
     p = pathlib.Path(path)
     if not p.exists():
+        # A relative --checkpoint (the default runs/tiny too) is looked up in the current
+        # directory, as train.py's --workdir is written there: say where it was looked for.
+        where = "" if p.is_absolute() else " (looked up relative to the current directory)"
         raise CliError(
-            f"checkpoint not found: {p} (give --checkpoint an export folder or a train.py "
-            "workdir; `python train.py` makes runs/tiny)"
+            f"checkpoint not found: {p.absolute()}{where}; give --checkpoint an export folder "
+            "or a train.py workdir (`python train.py` makes runs/tiny in the current directory)"
         )
     candidates = [p, *list(p.resolve().parents)[:2]]
     error: Exception | None = None
@@ -118,11 +127,16 @@ def _export_files(checkpoint: str) -> list[pathlib.Path]:
 
 def _refuse_non_sic_name(out: str) -> None:
     """.sic data goes to a .sic name: an image's name (photo.png) or none would lie about it."""
-    suffix = pathlib.Path(out).suffix.lower()
-    if suffix in {*OUTPUT_FORMATS, *IMAGE_EXTENSIONS}:
-        raise CliError(f"output {out} is named like an image but gets .sic data: name it .sic")
-    if suffix != ".sic":
-        raise CliError(f"{out}: output must end in .sic (it gets .sic data)")
+    target = safety.output_target(out)  # a symlink's target is what gets written
+    for name in dict.fromkeys((pathlib.Path(out), target)):
+        suffix = name.suffix.lower()
+        shown = out if name == pathlib.Path(out) else f"{out} -> {name}"
+        if suffix in {*OUTPUT_FORMATS, *IMAGE_EXTENSIONS}:
+            raise CliError(
+                f"output {shown} is named like an image but gets .sic data: name it .sic"
+            )
+        if suffix != ".sic":
+            raise CliError(f"{shown}: output must end in .sic (it gets .sic data)")
 
 
 def _compress(args) -> None:
@@ -130,7 +144,10 @@ def _compress(args) -> None:
     safety.refuse_overwrite([args.image, *_export_files(args.checkpoint)], [args.out])
     _refuse_non_sic_name(args.out)
     safety.check_output_folder(args.out)
-    image = load_image(args.image)
+    notes: list[str] = []
+    image = load_image(args.image, notes)
+    for note in notes:  # e.g. a GIF: only its first frame is coded
+        print(f"svi-codec: note: {note}", file=sys.stderr)
     codec = _load_codec(args.checkpoint)
     _check_level(args.level, codec.num_slices)
     try:
@@ -202,6 +219,7 @@ def _info(args) -> None:
     if s["damage"]:
         n = s["available_levels"]
         print(f"damaged: {s['damage']}: " + (f"levels 1..{n} are intact" if n else "no level"))
+    print(f"encoder {s['encoder'] or 'unknown'}, entropy model {s['entropy_digest']}")
     print(f"header {s['header_bytes']} B, z {s['z_bytes']} B")
     for row, size in zip(s["levels"], s["slice_bytes"], strict=True):
         print(
@@ -249,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("input")
     t.add_argument("out", nargs="?")
     t.add_argument("--level", type=int, required=True)
-    t.add_argument("--in-place", action="store_true", help="rewrite INPUT itself (atomically)")
+    t.add_argument(
+        "--in-place",
+        action="store_true",
+        help="rewrite INPUT itself, atomically (a symlink: its target; a hard-linked file: "
+        "this name only, other links keep the old file)",
+    )
     t.set_defaults(run=_truncate)
     i = sub.add_parser("info", help="levels, sizes per slice, bpp per level")
     i.add_argument("input")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import operator
 import struct
 import zlib
 
@@ -32,6 +33,18 @@ HEADER_SIZE = _HEADER.size + 4
 _SEGMENT = struct.Struct("<IIH")
 SEGMENT_OVERHEAD = _SEGMENT.size
 ENCODER_FIELD = 32
+
+
+def as_integer(value, name: str = "level") -> int:
+    """`value` as a Python int: ints and numpy/JAX integer scalars pass. A float (3.7, or
+    3.0), a bool or another type raises TypeError naming `name`: `int(3.7)` would silently
+    give level 3."""
+    if not isinstance(value, bool | np.bool_):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
 
 
 class BitstreamError(ValueError):
@@ -128,7 +141,8 @@ class Bitstream:
 
         Raises PartialFileError: the file is damaged and `level` is None or beyond the intact
         levels (the default never falls back silently to fewer levels). BitstreamError: `level`
-        outside 1..available_levels, or no slice at all."""
+        outside 1..available_levels, or no slice at all. TypeError: `level` is not an integer
+        (`as_integer`)."""
         available = self.available_levels
         if level is None:
             if self.damage:
@@ -136,7 +150,7 @@ class Bitstream:
             if available == 0:
                 raise BitstreamError("bitstream holds no slice: cut before slice 1")
             return available
-        level = int(level)
+        level = as_integer(level)
         if self.damage and level > available:
             raise self.damage_error()
         if not 1 <= level <= available:

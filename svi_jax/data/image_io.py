@@ -10,7 +10,11 @@ ever sees `uint8` arrays of shape (H, W, 3):
   (value / 257); floating point images are read as [0, 1] data; other integer arrays must
   already hold 0..255;
 * CMYK, YCbCr, LAB and HSV images are converted by Pillow;
-* animated files (WebP) contribute their first frame only;
+* multi-frame files (animated GIF, WebP or PNG, multi-page TIFF) contribute their first
+  frame only; `load_image(path, notes=[...])` says so in one line;
+* images above `MAX_PIXELS` (H x W = 2**28, 268 MP) are refused in one line before decoding.
+  Pillow's own decompression-bomb limit (89 MP: a two-line warning, an error above 179 MP)
+  is raised to ours when this module is imported, so it never speaks first;
 * EXIF orientation is applied as image viewers apply it (`PIL.ImageOps.exif_transpose`):
   a phone photo stored landscape with Orientation=6 is read as the portrait image people see.
   Codec, training and evaluation all read through `load_image`, so they agree.
@@ -26,6 +30,8 @@ through the same folder loader as any dataset.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -38,6 +44,17 @@ from svi_jax import safety
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 PathLike = str | os.PathLike
+
+# The largest image (H x W pixels) svi_jax reads or codes (the codec refuses larger headers
+# too: memory safety on hostile files). 2**28 = 268 MP, e.g. 16384 x 16384.
+MAX_PIXELS = 2**28
+# Pillow warns above its MAX_IMAGE_PIXELS (default 89.5 MP, with a two-line warning naming
+# its source file) and refuses above twice that: images our limit accepts. Raised (never
+# lowered) to ours, process-wide: Pillow has no per-call limit.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# warnings.catch_warnings changes process-wide state: one opener at a time (headers only).
+_OPEN_LOCK = threading.Lock()
 
 # Output extension -> (Pillow format, save options). Lossless where the format allows it, so
 # a decoded image is written as decoded; JPEG (lossy by nature) at quality 95, no subsampling.
@@ -165,23 +182,58 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     raise DataError(f"unsupported image dtype {array.dtype}")
 
 
-def load_image(path: PathLike) -> np.ndarray:
+class ImageTooLargeError(DataError):
+    """An image with more than MAX_PIXELS pixels; the message names the file and its size."""
+
+
+def _too_large(path: Path, pixels: str) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image {path} is too large: {pixels}, above the limit of {MAX_PIXELS:,} pixels "
+        "(2**28, e.g. 16384x16384) that svi_jax reads"
+    )
+
+
+def _open(path: Path) -> Image.Image:
+    """Image.open with our size limit in place of Pillow's warning (see MAX_PIXELS)."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        # Pillow warns above MAX_IMAGE_PIXELS (= ours): the check after this says it in one line.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:  # above twice the limit: no size to give
+            raise _too_large(path, f"more than {2 * MAX_PIXELS:,} pixels") from None
+
+
+def load_image(path: PathLike, notes: list[str] | None = None) -> np.ndarray:
     """Reads an image file as uint8 (H, W, 3) RGB (conversions: see module docstring).
+
+    notes: when a list, gets one line per thing the caller may want to tell its user: a
+      multi-frame file (GIF, animated WebP/PNG, multi-page TIFF) of which only the first
+      frame is read.
 
     Raises:
       MissingImageError: the file does not exist (a `DataError` and `FileNotFoundError`).
-      DataError: the file is not a decodable image (truncated, corrupt, wrong format);
-        the message names the file and the decoder's complaint.
+      DataError: the file is not a decodable image (truncated, corrupt, wrong format) or
+        has more than `MAX_PIXELS` pixels (refused before decoding); the message names the
+        file and the decoder's complaint.
     """
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise MissingImageError(f"image file {path} {what}")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so truncated data fails here and not later
+        with _open(path) as image:
+            w, h = image.size
+            if w * h > MAX_PIXELS:
+                raise _too_large(path, f"{w}x{h} px (W x H) = {w * h:,} pixels")
+            frames = getattr(image, "n_frames", 1)  # Pillow's frame count: 1 when a still
+            image.load()  # decode now (the first frame), so truncated data fails here
+            if frames > 1 and notes is not None:
+                notes.append(f"{path} holds {frames} frames: only the first frame is used")
             # As viewers show it; a no-op without an EXIF Orientation tag.
             return to_rgb8(ImageOps.exif_transpose(image))
+    except ImageTooLargeError:
+        raise
     except DataError as error:
         raise DataError(f"cannot use image {path}: {error}") from error
     except MemoryError:

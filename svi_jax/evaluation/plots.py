@@ -139,7 +139,8 @@ def plot_results(results: dict, out_dir, compare_paths=()) -> list[pathlib.Path]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    prog = "python -m svi_jax.evaluation.plots"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("results", help="results.json written by eval.py")
     parser.add_argument("--compare", nargs="*", default=[], help="reference curves (JSON)")
     parser.add_argument("--out", help="output folder (default: beside results.json)")
@@ -149,9 +150,9 @@ def main(argv=None) -> int:
         out = args.out or pathlib.Path(args.results).parent
         for path in plot_results(results, out, args.compare):
             print(path)
-    except EvalInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except EvalInputError as error:  # one line, exit 1: as eval.py, train.py and svi-codec
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,6 +33,7 @@ import sys
 
 import numpy as np
 
+from svi_jax import safety
 from svi_jax.evaluation.runner import (
     IMAGE_METRICS,
     MS_SSIM_SCALES,
@@ -155,16 +156,12 @@ def _json_safe(value):
 
 
 def write_atomic(path: str | os.PathLike, text: str | bytes) -> pathlib.Path:
-    """Write via a temporary file in the same folder, then rename (never a half file)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write via a temporary file in the same folder, then rename (never a half file), with
+    svi_jax.safety.write_atomic: no temporary left on error, the mode a plain write gives,
+    through a symlink to its target. Creates missing folders (eval owns its --out tree)."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    safety.write_atomic(path, data, make_parents=True)
+    return pathlib.Path(path)
 
 
 def write_json(path, results: dict) -> pathlib.Path:
@@ -220,7 +217,10 @@ def load_curve(path: str | os.PathLike) -> dict:
     path = pathlib.Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise EvalInputError(f"cannot read comparison file {path} (--compare): {reason}") from None
+    except json.JSONDecodeError as error:
         raise EvalInputError(f"cannot read comparison file {path}: {error}") from None
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         keys = sorted({k for row in data["levels"] for k in row})

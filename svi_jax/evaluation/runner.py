@@ -230,6 +230,20 @@ def _sample_spread(values: np.ndarray) -> dict:
     }
 
 
+def check_settings(settings: EvalSettings, num_levels: int) -> list[int]:
+    """The sorted levels to evaluate (None: all `num_levels`); raises EvalInputError naming
+    the flag for levels outside 1..num_levels, an empty level list or samples < 1."""
+    every = settings.levels is None  # None: all levels; an empty tuple is a mistake, not "all"
+    levels = sorted(set(range(1, num_levels + 1) if every else settings.levels))
+    if not levels or levels[0] < 1 or levels[-1] > num_levels:
+        raise EvalInputError(
+            f"--levels must be in 1..{num_levels}, got {list(settings.levels or [])}"
+        )
+    if settings.samples < 1:
+        raise EvalInputError(f"--samples must be >= 1, got {settings.samples}")
+    return levels
+
+
 def evaluate(
     source: ModelSource,
     dataset: Dataset,
@@ -241,12 +255,7 @@ def evaluate(
     """Runs the evaluation; returns the JSON-ready results and the grid images."""
     settings = settings or EvalSettings()
     codec = Codec(source.params, source.config, source.params_hash)
-    num_levels = codec.num_slices
-    levels = sorted(set(settings.levels or range(1, num_levels + 1)))
-    if not levels or levels[0] < 1 or levels[-1] > num_levels:
-        raise EvalInputError(f"levels must be in 1..{num_levels}, got {list(settings.levels)}")
-    if settings.samples < 1:
-        raise EvalInputError(f"--samples must be >= 1, got {settings.samples}")
+    levels = check_settings(settings, codec.num_slices)
     if len(dataset) == 0:
         raise EvalInputError(f"no images in {dataset.source}")
     plan = metric_plan(dataset)  # per image, before any model work
@@ -364,10 +373,10 @@ def metric_plan(dataset: Dataset) -> list[dict[str, str]]:
         missing = {m: f"needs {size} px sides" for m, size in needs.items() if min(h, w) < size}
         if missing:
             log.warning(
-                "%s (%dx%d px): too small for %s; evaluated without them",
+                "%s (%dx%d px (W x H)): too small for %s; evaluated without them",
                 name,
-                h,
                 w,
+                h,
                 ", ".join(missing),
             )
         plan.append(missing)

@@ -220,13 +220,13 @@ OUTPUT_NAMES = ("results.json", "results.csv", "results_per_image.csv", "grid.pn
 
 def check_outputs(out_dir, inputs, data: str | None) -> None:
     """Refuses, before any work, an output folder whose files would replace an input (the
-    checkpoint, a --compare file, an image...) or that lies inside the image folder (its
-    plots would be read as images by the next run).
+    checkpoint, a --compare file, an image...) or that lies inside the image folder, or is
+    the folder of a single --data image: its plots would be read as images by the next run.
 
     Raises:
       EvalInputError: naming the output and the input.
     """
-    from svi_jax.safety import OverwriteError, is_within, refuse_overwrite
+    from svi_jax.safety import OverwriteError, is_within, refuse_overwrite, same_file
 
     out_dir = pathlib.Path(out_dir)
     files = [pathlib.Path(p) for p in inputs if p and not pathlib.Path(p).is_dir()]
@@ -236,8 +236,13 @@ def check_outputs(out_dir, inputs, data: str | None) -> None:
         refuse_overwrite(files, outputs)
     except OverwriteError as error:
         raise EvalInputError(f"{error} (--out)") from None
-    if data and pathlib.Path(data).is_dir() and is_within(out_dir, data):
+    # A single image: --out its own folder puts the plots beside it (subfolders are left
+    # alone: `--data photo.png` from a project root keeps the default runs/tiny/eval).
+    folder = pathlib.Path(data) if data else None
+    beside = folder is not None and folder.is_file() and same_file(out_dir, folder.parent)
+    if beside or (folder is not None and folder.is_dir() and is_within(out_dir, folder)):
+        folder = folder.parent if beside else folder
         raise EvalInputError(
-            f"--out {out_dir} is inside the image folder {data}: its plots would be read as "
-            "images next time; choose an --out outside it"
+            f"--out {out_dir} is inside the image folder {folder} (--data {data}): its plots "
+            "would be read as images next time; choose an --out outside it"
         )
