@@ -3,6 +3,7 @@ grain iterator position travels with it; a refused workdir is left untouched."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -104,19 +105,27 @@ def _labelled(folder: pathlib.Path, labels) -> pathlib.Path:
     return folder
 
 
-def test_grain_iterator_position_is_saved_with_the_checkpoint(tmp_path):
-    folder = _labelled(tmp_path / "images", [10, 20, 30, 40, 50])
+def _small_loader(folder):
+    return dp.make_train_loader(
+        folder, batch_size=2, crop_size=16, seed=1, shard_index=0, shard_count=1
+    )
 
-    def make():
-        return dp.make_train_loader(
-            folder, batch_size=2, crop_size=16, seed=1, shard_index=0, shard_count=1
-        )
 
-    ckpt = Checkpointer(tmp_path / "run", _config())
+def _checkpoint_after_3_batches(workdir, make, then: int = 0):
+    """(a Checkpointer in `workdir` that saved step 3 after 3 batches of a `make()` loader,
+    the `then` batches that loader gives next)."""
+    ckpt = Checkpointer(workdir, _config())
     with make() as loader:
         [next(loader) for _ in range(3)]
         ckpt.save(3, _state(3), loader.iterator)
-        expected = [next(loader) for _ in range(4)]
+        return ckpt, [next(loader) for _ in range(then)]
+
+
+def test_grain_iterator_position_is_saved_with_the_checkpoint(tmp_path):
+    folder = _labelled(tmp_path / "images", [10, 20, 30, 40, 50])
+
+    make = functools.partial(_small_loader, folder)
+    _, expected = _checkpoint_after_3_batches(tmp_path / "run", make, then=4)
     assert list((tmp_path / "run" / "checkpoints" / "3" / "data").glob("process_0-of-1.json"))
     with make() as resumed:
         first = next(resumed)
@@ -211,15 +220,8 @@ def test_changed_data_resumes_the_state_with_one_warning(tmp_path, caplog):
     puts it in the new data, and one warning line says so, quoting grain's whole sentence."""
     folder = _labelled(tmp_path / "images", [10, 20, 30, 40, 50])
 
-    def make():
-        return dp.make_train_loader(
-            folder, batch_size=2, crop_size=16, seed=1, shard_index=0, shard_count=1
-        )
-
-    ckpt = Checkpointer(tmp_path / "run", _config())
-    with make() as loader:
-        [next(loader) for _ in range(3)]
-        ckpt.save(3, _state(3), loader.iterator)
+    make = functools.partial(_small_loader, folder)
+    ckpt, _ = _checkpoint_after_3_batches(tmp_path / "run", make)
     _labelled(folder, [60])
     with make() as straight:  # the new data, uninterrupted: batches 4.. follow step 3
         [next(straight) for _ in range(3)]
