@@ -68,7 +68,9 @@ def flag_error(error: BaseException, argv: list[str]) -> str:
             last if re.match(r"\w+(Error|Exception)\b", last) else f"{type(error).__name__}: {last}"
         )
         return f"--config={config}: the config file fails to load: {last}"
-    return " ".join(text.split()) or type(error).__name__
+    from svi_jax.safety import one_line
+
+    return one_line(error, 1000)
 
 
 _config = config_argument(sys.argv)

@@ -17,6 +17,7 @@ scripts: the benchmarks folder is on sys.path).
 
 from __future__ import annotations
 
+import functools
 import resource
 import time
 
@@ -84,6 +85,7 @@ def peak_flops(dtype: str, precision: str) -> tuple[float | None, str]:
 _MATMUL_SIZE = {"cpu": 2048}  # square GEMM edge: ~17 GFLOP on a CPU, 8192 (1.1 TFLOP) elsewhere
 
 
+@functools.cache  # one measurement per run and dtype: train_step.py reports several phases
 def measured_matmul_peak(
     dtype: str, precision: str, repeats: int = 5, size: int | None = None
 ) -> float:

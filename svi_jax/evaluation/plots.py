@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from svi_jax.evaluation.results import load_curve, load_results, write_atomic  # noqa: E402
 from svi_jax.evaluation.sources import EvalInputError  # noqa: E402
+from svi_jax.safety import one_line  # noqa: E402
 
 LABELS = {
     "psnr": "PSNR (dB) ↑",
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
         for path in plot_results(results, out, args.compare):
             print(path)
     except EvalInputError as error:  # one line, exit 1: as eval.py, train.py and svi-codec
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(error, 1000)}", file=sys.stderr)
         return 1
     return 0
 

@@ -138,8 +138,7 @@ def _normalize(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _affine_layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    normed = _normalize(x, eps)[0]
-    return normed * _over_channels(scale, x.shape) + _over_channels(bias, x.shape)
+    return _affine_layer_norm_fwd(x, scale, bias, eps)[0]  # unused residuals: dead code
 
 
 def _affine_layer_norm_fwd(x, scale, bias, eps):

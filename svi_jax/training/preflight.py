@@ -110,9 +110,10 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
         raise PreflightError(
             f"no training image in {path} can be read, e.g. {unreadable[0]}: check the folder"
         )
-    if (str(pathlib.Path(path).resolve()), crop_size) in _REPORTED:
+    reported = (str(pathlib.Path(path).resolve()), crop_size)
+    if reported in _REPORTED:
         return  # a later phase of the same run: said once
-    _REPORTED.add((str(pathlib.Path(path).resolve()), crop_size))
+    _REPORTED.add(reported)
     if unreadable:
         logger.warning(
             "%d of %d training images cannot be read and will be skipped, e.g. %s",
