@@ -6,7 +6,7 @@
     python benchmarks/codec_roundtrip.py --checkpoint runs/tiny --verify gpu_roundtrip.npz
 
 Without --checkpoint the fixed random tiny model of tests/test_codec.py's golden file is used
-(init_params(tiny, PRNGKey(0)) on this machine's default backend; to compare files across
+(flax_init_params(tiny, PRNGKey(0)) on this machine's default backend; to compare files across
 backends, save it once with svi_jax.weights.export.save_exported_model and pass that export to
 both runs). Images: a `--small HxW` crop of scikit-image's `coffee` (default 256x384: the
 input of the public report of the GPU bug) and a `--large HxW` resize of `astronaut` (default
@@ -47,10 +47,10 @@ def load_codec(checkpoint: str | None) -> Codec:
     if checkpoint:
         config, params, digest = load_exported_model(checkpoint)
         return Codec(params, config, model_hash=digest)
-    from svi_jax.nn.model import build_model, init_params
+    from svi_jax.nn.model import build_model, flax_init_params
 
     config = tiny.get_config()
-    params = init_params(build_model(config.model), jax.random.PRNGKey(GOLDEN_KEY))
+    params = flax_init_params(build_model(config.model), jax.random.PRNGKey(GOLDEN_KEY))
     return Codec(params, config)
 
 

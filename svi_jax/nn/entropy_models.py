@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erfc
 
+from svi_jax.nn.initializers import Constant, Uniform
+
 LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11
 
@@ -83,25 +85,13 @@ class EntropyBottleneck(nn.Module):
         for i in range(len(self.filters) + 1):
             fill = math.log(math.expm1(1.0 / scale / dims[i + 1]))
             shape = (c, dims[i + 1], dims[i])
-            matrices.append(
-                self.param(f"matrix{i}", lambda k, s, f=fill: jnp.full(s, f, jnp.float32), shape)
-            )
-            biases.append(
-                self.param(
-                    f"bias{i}",
-                    lambda k, s: jax.random.uniform(k, s, jnp.float32, -0.5, 0.5),
-                    (c, dims[i + 1], 1),
-                )
-            )
+            matrices.append(self.param(f"matrix{i}", Constant(fill), shape))
+            biases.append(self.param(f"bias{i}", Uniform(0.5), (c, dims[i + 1], 1)))
             if i < len(self.filters):
-                factors.append(self.param(f"factor{i}", nn.initializers.zeros, (c, dims[i + 1], 1)))
+                factors.append(self.param(f"factor{i}", Constant(0.0), (c, dims[i + 1], 1)))
         self.matrices, self.biases, self.factors = matrices, biases, factors
-        init = self.init_scale
-        self.quantiles = self.param(
-            "quantiles",
-            lambda k, s: jnp.tile(jnp.array([-init, 0.0, init], jnp.float32), (c, 1, 1)),
-            (c, 1, 3),
-        )
+        init = float(self.init_scale)
+        self.quantiles = self.param("quantiles", Constant((-init, 0.0, init)), (c, 1, 3))
 
     def logits_cumulative(self, x: jax.Array, stop_gradient: bool = False) -> jax.Array:
         """x: (C, 1, N) -> (C, 1, N) logits of the cumulative density."""

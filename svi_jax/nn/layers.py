@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from svi_jax.nn.initializers import Constant, Normal, Uniform, VarianceScaling
+
 LN_EPS = 1e-5  # PyTorch nn.LayerNorm default (Flax's is 1e-6).
 
 DTYPES = ("float32", "bfloat16", "auto")
@@ -69,13 +71,9 @@ def attention_implementation(name: str) -> str | None:
     return name or None
 
 
-def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
+def trunc_normal_init(std: float = 0.02, bound: float = 2.0) -> Normal:
     """timm's trunc_normal_(std): a normal cut at +-`bound` in absolute value (not in stds)."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return jnp.clip(std * jax.random.normal(key, shape, dtype), -bound, bound)
-
-    return init
+    return Normal(std, clip=bound)
 
 
 # Kernel inits read their fans from the kernel shape (jax.nn.initializers.variance_scaling).
@@ -86,32 +84,27 @@ _HWIO_AXES = {"in_axis": -2, "out_axis": -1}
 _TRANSPOSED_AXES = {"in_axis": -1, "out_axis": -2}
 
 
-def torch_default_kernel_init(transposed: bool = False) -> nn.initializers.Initializer:
+def torch_default_kernel_init(transposed: bool = False) -> VarianceScaling:
     """PyTorch's default Conv/Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
     (torch's kaiming_uniform_(a=sqrt(5)); as variance_scaling: variance 1/(3 fan_in), uniform.)
     """
     axes = _TRANSPOSED_AXES if transposed else _HWIO_AXES
-    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", **axes)
+    return VarianceScaling(1.0 / 3.0, "fan_in", "uniform", **axes)
 
 
-def kaiming_normal_fan_out(gain: float, transposed: bool = False) -> nn.initializers.Initializer:
+def kaiming_normal_fan_out(gain: float, transposed: bool = False) -> VarianceScaling:
     """torch.nn.init.kaiming_normal_(mode="fan_out") with `gain`: N(0, gain / sqrt(fan_out))."""
     axes = _TRANSPOSED_AXES if transposed else _HWIO_AXES
-    return nn.initializers.variance_scaling(gain**2, "fan_out", "normal", **axes)
+    return VarianceScaling(gain**2, "fan_out", "normal", **axes)
 
 
-def torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:
+def torch_default_bias_init(fan_in: int) -> Uniform:
     """PyTorch's default Conv/Linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
     The fan is the weight's, which a bias's own shape cannot give; so it is passed in.
     """
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+    return Uniform(1.0 / math.sqrt(max(fan_in, 1)))
 
 
 def _row_mean(x: jax.Array) -> jax.Array:
@@ -182,8 +175,8 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        scale = self.param("scale", Constant(1.0), (c,), jnp.float32)
+        bias = self.param("bias", Constant(0.0), (c,), jnp.float32)
         y = _affine_layer_norm(x.astype(jnp.float32), scale, bias, self.epsilon)
         return y.astype(self.dtype)
 
@@ -207,7 +200,7 @@ def linear(
         dtype=dtype,
         precision=precision,
         kernel_init=trunc_normal_init(0.02),
-        bias_init=nn.initializers.zeros,
+        bias_init=Constant(0.0),
         name=name,
     )
 

@@ -1,0 +1,241 @@
+"""Parameter initializers that name their distribution, and a whole-model draw built on them.
+
+Why (issue 9: the paper model's `init_params` took 8-9 s on a 2-core CPU, 39.5 s on an H200):
+Flax's `model.init` draws every parameter with its own key (a `fold_in` of the parameter's
+path) and its own random kernel, so XLA compiled 373 distinct kernels (93 `fold_in`s, 183
+per-shape draws) to initialise 87 M numbers. Here each initializer is still an ordinary Flax
+initializer (`init(key, shape, dtype)`: `model.init` gives the values it always gave), and it
+also says which law it draws from for a shape (`law(shape)`): a constant, U(-b, b), or
+N(0, s^2) clipped at +-c. `draw_params` reads the law of every parameter from one abstract
+trace of `model.init` (nothing compiled) and draws the whole model from two flat vectors, one
+U(-1, 1) and one N(0, 1), each one small program; a parameter is then a slice of one of them
+times its scale (one float32 rounding, the same on the host and inside jit).
+
+The laws are PyTorch's (the official code's `_init_weights`, `nn.Conv2d`/`nn.Linear`
+defaults, `kaiming_normal_`, CompressAI's EntropyBottleneck); `tests/test_init.py` checks
+each layer's draw against the PyTorch formula and every parameter against `model.init`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from flax.core import meta
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """Every element `value` (a float, or a tuple broadcast along the trailing axes)."""
+
+    value: float | tuple[float, ...]
+
+    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
+        if _RECORDING:
+            return _record(shape, dtype, self)
+        return jnp.broadcast_to(jnp.asarray(self.value, dtype), shape)
+
+    def law(self, shape) -> Constant:
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """U(-bound, bound), elementwise independent."""
+
+    bound: float
+
+    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
+        if _RECORDING:
+            return _record(shape, dtype, self)
+        return jax.random.uniform(key, shape, dtype, -self.bound, self.bound)
+
+    def law(self, shape) -> Uniform:
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Normal:
+    """N(0, std^2), clipped to [-clip, clip] in absolute value when `clip` is given (timm's
+    `trunc_normal_(std=.02)` cuts at +-2: at 100 std that clip never binds)."""
+
+    std: float
+    clip: float | None = None
+
+    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
+        if _RECORDING:
+            return _record(shape, dtype, self)
+        x = self.std * jax.random.normal(key, shape, dtype)
+        return x if self.clip is None else jnp.clip(x, -self.clip, self.clip)
+
+    def law(self, shape) -> Normal:
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceScaling:
+    """`jax.nn.initializers.variance_scaling(scale, mode, distribution, in_axis, out_axis)` for
+    distribution "uniform" or "normal" (its values, bit for bit), whose law depends on the shape:
+    variance = scale / fan, U(+-sqrt(3 variance)) or N(0, variance)."""
+
+    scale: float
+    mode: str  # "fan_in" | "fan_out" | "fan_avg"
+    distribution: str  # "uniform" | "normal"
+    in_axis: int = -2
+    out_axis: int = -1
+
+    def __post_init__(self):
+        if self.mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"VarianceScaling mode must be fan_in|fan_out|fan_avg: {self.mode!r}")
+        if self.distribution not in ("uniform", "normal"):
+            raise ValueError(
+                f"VarianceScaling distribution must be uniform|normal: {self.distribution!r}"
+            )
+
+    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
+        if _RECORDING:
+            return _record(shape, dtype, self.law(shape))
+        init = nn.initializers.variance_scaling(
+            self.scale, self.mode, self.distribution, in_axis=self.in_axis, out_axis=self.out_axis
+        )
+        return init(key, shape, dtype)
+
+    def law(self, shape) -> Uniform | Normal:
+        shape = tuple(shape)
+        receptive = math.prod(shape) // (shape[self.in_axis] * shape[self.out_axis])
+        fan_in, fan_out = shape[self.in_axis] * receptive, shape[self.out_axis] * receptive
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        variance = self.scale / max(fan, 1)
+        if self.distribution == "uniform":
+            return Uniform(math.sqrt(3.0 * variance))
+        return Normal(math.sqrt(variance))
+
+
+Law = Constant | Uniform | Normal
+
+# --- recording: `model.init` under jax.eval_shape, each parameter boxed with its law ---------
+
+_RECORDING = False
+
+
+class _WithLaw(struct.PyTreeNode, meta.AxisMetadata):
+    """A parameter's (abstract) value and its law. Flax keeps AxisMetadata boxes in the
+    variables it returns, through nn.scan and nn.remat (a stacked parameter keeps its per-layer
+    law: the draws are elementwise independent)."""
+
+    value: Any
+    law: Any = struct.field(pytree_node=False)
+
+    def unbox(self):
+        return self.value
+
+    def replace_boxed(self, val):
+        return self.replace(value=val)
+
+    def add_axis(self, index, params):
+        return self
+
+    def remove_axis(self, index, params):
+        return self
+
+
+def _record(shape, dtype, law: Law) -> _WithLaw:
+    return _WithLaw(jnp.zeros(shape, dtype), law)
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    global _RECORDING
+    before, _RECORDING = _RECORDING, True
+    try:
+        yield
+    finally:
+        _RECORDING = before
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Where each parameter comes from: `treedef` of the parameter tree; per leaf (in
+    `jax.tree` order) its shape, dtype, law and offset into its flat vector (the uniform one for
+    Uniform, the normal one for Normal; none for Constant); the two vectors' lengths."""
+
+    treedef: Any
+    leaves: tuple[tuple[tuple[int, ...], Any, Law, int], ...]
+    n_uniform: int
+    n_normal: int
+
+
+def plan_of(init_fn, *args) -> Plan:
+    """The Plan of the parameters `init_fn(*args)` returns (e.g. `lambda: model.init(...)`),
+    read from one abstract evaluation (`jax.eval_shape`: traced, not compiled or run).
+
+    Raises TypeError naming every parameter whose initializer is not one of this module's
+    (its law is unknown, so it cannot be drawn from the flat vectors).
+    """
+    with _recording():
+        boxed = jax.eval_shape(init_fn, *args)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(
+        boxed, is_leaf=lambda x: isinstance(x, _WithLaw)
+    )
+    unnamed = [jax.tree_util.keystr(path) for path, leaf in flat if not isinstance(leaf, _WithLaw)]
+    if unnamed:
+        raise TypeError(
+            f"parameters {unnamed} use initializers that do not name their law; use "
+            "svi_jax.nn.initializers (Constant, Uniform, Normal, VarianceScaling)"
+        )
+    leaves, offsets = [], {Uniform: 0, Normal: 0}
+    for _, box in flat:
+        shape, size = tuple(box.value.shape), math.prod(box.value.shape)
+        kind = type(box.law)
+        offset = offsets.get(kind, 0)
+        if kind in offsets:
+            offsets[kind] += size
+        leaves.append((shape, box.value.dtype, box.law, offset))
+    return Plan(treedef, tuple(leaves), offsets[Uniform], offsets[Normal])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _flat_draws(rng: jax.Array, n_uniform: int, n_normal: int) -> tuple[jax.Array, jax.Array]:
+    """U(-1, 1) of length n_uniform and N(0, 1) of length n_normal, float32 (one program per
+    model: the two lengths are its only shapes)."""
+    k_uniform, k_normal = jax.random.split(rng)
+    uniform = jax.random.uniform(k_uniform, (n_uniform,), jnp.float32, -1.0, 1.0)
+    return uniform, jax.random.normal(k_normal, (n_normal,), jnp.float32)
+
+
+def draw_params(plan: Plan, rng: jax.Array) -> Any:
+    """The parameter tree of `plan`, drawn from `rng` (a jax PRNG key, raw or typed).
+
+    Outside jit the slicing and scaling run in numpy on the host (no per-parameter kernel to
+    compile) and the tree is put on the default device at once; traced (inside jit or
+    eval_shape) the same slices and products are jax ops. Both give the same float32 values:
+    a draw is one product (Uniform: bound * U(-1, 1); Normal: std * N(0, 1), then the clip).
+    """
+    uniform, normal = _flat_draws(rng, plan.n_uniform, plan.n_normal)
+    traced = isinstance(rng, jax.core.Tracer)
+    xp = jnp if traced else np
+    if not traced:
+        uniform, normal = np.asarray(uniform), np.asarray(normal)
+    out = []
+    for shape, dtype, law, offset in plan.leaves:
+        size = math.prod(shape)
+        if isinstance(law, Constant):
+            value = xp.broadcast_to(xp.asarray(law.value, np.float32), shape)
+        elif isinstance(law, Uniform):
+            value = np.float32(law.bound) * uniform[offset : offset + size].reshape(shape)
+        else:
+            value = np.float32(law.std) * normal[offset : offset + size].reshape(shape)
+            if law.clip is not None:
+                value = xp.clip(value, -np.float32(law.clip), np.float32(law.clip))
+        out.append(value.astype(dtype) if traced else np.array(value, dtype))
+    tree = jax.tree_util.tree_unflatten(plan.treedef, out)
+    return tree if traced else jax.device_put(tree)
