@@ -8,7 +8,8 @@ jitted function of svi_jax, for configs/tiny.py and configs/paper.py.
                                                          # compilation.py's persistent cache)
 
 Functions (all lowered on abstract arguments, nothing runs):
-  init_params                 model parameters through one jit
+  init_params                 model parameters through one jit (then one line: the eager call
+                              train.py makes, wall seconds, cold: trace + two flat draws)
   step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
                               device batch 2 of the config's crop, M = config.loss.num_samples
   eval/validation             the training loop's validation pass (evaluation_pass + LPIPS)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,7 @@ from svi_jax.configs import paper, tiny
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
 from svi_jax.metrics.lpips import load_lpips_params
+from svi_jax.nn import model as model_lib
 from svi_jax.nn.model import DOWNSCALE_Y, build_model, init_params
 from svi_jax.training import steps
 from svi_jax.training.validation import Validator
@@ -114,6 +117,16 @@ def functions(name: str):
     # (svi_jax/codec/integer_model.py): numpy, nothing to compile.
 
 
+def eager_init_seconds(name: str) -> float:
+    """Wall seconds of an eager `init_params` call with nothing cached in this process (its
+    abstract trace, the two flat draws' compile and run, the host slicing)."""
+    model = build_model(CONFIGS[name].get_config().model)
+    model_lib._plan.cache_clear()
+    start = time.perf_counter()
+    jax.block_until_ready(init_params(model, jax.random.PRNGKey(1)))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--configs", default="tiny,paper", help="comma-separated: tiny, paper")
@@ -151,6 +164,12 @@ def main() -> None:
                 f" {temp:>8}",
                 flush=True,
             )
+            if label == "init_params" and not args.no_compile:
+                print(
+                    f"{name:6} {'init_params (eager)':22} {eager_init_seconds(name):8.2f}"
+                    " s wall, cold: the call train.py makes",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
