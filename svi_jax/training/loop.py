@@ -223,8 +223,8 @@ def train_phase(
         logger.info(
             "%s phase starts from %s (params %s)", config.phase, train_cfg.init_from, digest[:12]
         )
-    else:
-        state = jax.jit(init, out_shardings=replicated)()
+    else:  # parameters drawn eagerly (svi_jax/nn/initializers.py), the rest in one jit
+        state = jax.jit(init, out_shardings=replicated)(steps.initial_params(config, model, rng))
     writer = MetricWriter(workdir, enabled=primary)  # after the workdir's checkpoints proved usable
 
     train_step = jax.jit(

@@ -52,15 +52,21 @@ def _no_balance(loss_config: ml_collections.ConfigDict) -> ml_collections.Config
     return cfg
 
 
+def initial_params(config, model: ProgressiveSIC, rng: jax.Array) -> dict:
+    """The parameters `init_state(config, model, rng)` starts from; eager or traced, the same
+    values (the training loop draws them eagerly: nothing per parameter to compile)."""
+    params = init_params(model, jax.random.split(rng, 3)[0])
+    bias = float(config.train.get("output_bias_init", -1.0))
+    return with_output_bias(params, bias) if bias >= 0 else params
+
+
 def init_state(config, model: ProgressiveSIC, rng: jax.Array, params=None) -> dict:
-    """Fresh training state for `config.phase` (params from `params` when given)."""
+    """Fresh training state for `config.phase` (params from `params` when given, else
+    `initial_params(config, model, rng)`)."""
     phase = config.phase
-    init_rng, disc_rng, train_rng = jax.random.split(rng, 3)
+    _, disc_rng, train_rng = jax.random.split(rng, 3)
     if params is None:
-        params = init_params(model, init_rng)
-        bias = float(config.train.get("output_bias_init", -1.0))
-        if bias >= 0:
-            params = with_output_bias(params, bias)
+        params = initial_params(config, model, rng)
     tx, _ = optim.make_optimizer(config, params, phase)
     state = {
         "step": jnp.zeros((), jnp.int32),
