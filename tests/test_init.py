@@ -175,3 +175,30 @@ def test_init_params_compiles_one_small_program_whatever_the_model():
         lowered = initializers._flat_draws.lower(key, plan.n_uniform, plan.n_normal)
         counts.append(fusion_counts(lowered.compile().as_text())[1])
     assert counts[0] == counts[1] and counts[0] <= MAX_DRAW_KERNELS, counts
+
+
+def test_recording_ends_with_the_draw():
+    """init_params reads the laws under a recording switch; model.init afterwards (and on
+    other threads) returns plain arrays, never the recording's boxes; and reading the laws of
+    a function jax has already traced does not reuse that trace."""
+    import threading
+
+    model = build_model(tiny.get_config().model)
+    init = lambda k: model.init(k, jnp.zeros((1, 64, 64, 3)))["params"]  # noqa: E731
+
+    def leaves(tree):  # a box is a pytree node: stop at anything that is not a dict
+        return jax.tree.leaves(tree, is_leaf=lambda x: not isinstance(x, dict))
+
+    key = jax.random.key(0)
+    init_params(model, jax.random.key(5))
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves(jax.eval_shape(init, key)))
+    plan = initializers.plan_of(init, key)  # the same function, traced above without recording
+    assert len(plan.leaves) == len(leaves(jax.eval_shape(init, key)))
+    seen = []
+    with initializers._recording():
+        worker = threading.Thread(
+            target=lambda: seen.extend(leaves(jax.eval_shape(lambda k: init(k), key)))
+        )
+        worker.start()
+        worker.join()
+    assert seen and all(isinstance(x, jax.ShapeDtypeStruct) for x in seen)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,7 +41,7 @@ class Constant:
     value: float | tuple[float, ...]
 
     def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _RECORDING:
+        if _recording_now():
             return _record(shape, dtype, self)
         return jnp.broadcast_to(jnp.asarray(self.value, dtype), shape)
 
@@ -55,7 +56,7 @@ class Uniform:
     bound: float
 
     def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _RECORDING:
+        if _recording_now():
             return _record(shape, dtype, self)
         return jax.random.uniform(key, shape, dtype, -self.bound, self.bound)
 
@@ -72,7 +73,7 @@ class Normal:
     clip: float | None = None
 
     def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _RECORDING:
+        if _recording_now():
             return _record(shape, dtype, self)
         x = self.std * jax.random.normal(key, shape, dtype)
         return x if self.clip is None else jnp.clip(x, -self.clip, self.clip)
@@ -102,7 +103,7 @@ class VarianceScaling:
             )
 
     def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _RECORDING:
+        if _recording_now():
             return _record(shape, dtype, self.law(shape))
         init = nn.initializers.variance_scaling(
             self.scale, self.mode, self.distribution, in_axis=self.in_axis, out_axis=self.out_axis
@@ -124,7 +125,11 @@ Law = Constant | Uniform | Normal
 
 # --- recording: `model.init` under jax.eval_shape, each parameter boxed with its law ---------
 
-_RECORDING = False
+_STATE = threading.local()  # recording is per thread: another thread's model.init is untouched
+
+
+def _recording_now() -> bool:
+    return getattr(_STATE, "recording", False)
 
 
 class _WithLaw(struct.PyTreeNode, meta.AxisMetadata):
@@ -154,12 +159,11 @@ def _record(shape, dtype, law: Law) -> _WithLaw:
 
 @contextlib.contextmanager
 def _recording() -> Iterator[None]:
-    global _RECORDING
-    before, _RECORDING = _RECORDING, True
+    before, _STATE.recording = _recording_now(), True
     try:
         yield
     finally:
-        _RECORDING = before
+        _STATE.recording = before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +185,8 @@ def plan_of(init_fn, *args) -> Plan:
     Raises TypeError naming every parameter whose initializer is not one of this module's
     (its law is unknown, so it cannot be drawn from the flat vectors).
     """
-    with _recording():
-        boxed = jax.eval_shape(init_fn, *args)
+    with _recording():  # a fresh function: jax must not reuse a trace made without recording
+        boxed = jax.eval_shape(lambda *a: init_fn(*a), *args)
     flat, treedef = jax.tree_util.tree_flatten_with_path(
         boxed, is_leaf=lambda x: isinstance(x, _WithLaw)
     )
