@@ -13,6 +13,7 @@ fan_out = size(0)·k·k of either (torch.nn.init._calculate_fan_in_and_fan_out).
 from __future__ import annotations
 
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -202,3 +203,36 @@ def test_recording_ends_with_the_draw():
         worker.start()
         worker.join()
     assert seen and all(isinstance(x, jax.ShapeDtypeStruct) for x in seen)
+
+
+def test_eager_parameters_land_where_the_key_is():
+    """As jit would place them: with a key committed to device 1 on device 1, with a replicated
+    key replicated, with an uncommitted key on the default device (2 forced CPU devices)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import jax, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from svi_jax.configs import tiny
+        from svi_jax.nn.model import build_model, init_params
+        model = build_model(tiny.get_config().model)
+        first = lambda key: jax.tree.leaves(init_params(model, key))[0]
+        on_1 = first(jax.device_put(jax.random.PRNGKey(0), jax.devices()[1]))
+        assert on_1.devices() == {jax.devices()[1]}, on_1.devices()
+        mesh = Mesh(np.array(jax.devices()), ("d",))
+        both = first(jax.device_put(jax.random.key(0), NamedSharding(mesh, P())))
+        assert both.devices() == set(jax.devices()) and both.sharding.is_fully_replicated
+        plain = first(jax.random.PRNGKey(0))
+        assert plain.devices() == {jax.devices()[0]} and not plain.committed
+        np.testing.assert_array_equal(on_1, plain)
+        print("ok")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -221,7 +221,9 @@ def draw_params(plan: Plan, rng: jax.Array) -> Any:
 
     Outside jit the slicing and scaling run in numpy on the host (no per-parameter kernel to
     compile) and the tree is put on the default device at once; traced (inside jit or
-    eval_shape) the same slices and products are jax ops. Both give the same float32 values:
+    eval_shape) the same slices and products are jax ops. Eager, the tree lands where the key
+    is (committed to a device, or replicated), else on the default device. Both give the same
+    float32 values:
     a draw is one product (Uniform: bound * U(-1, 1); Normal: std * N(0, 1), then the clip).
     """
     uniform, normal = _flat_draws(rng, plan.n_uniform, plan.n_normal)
@@ -242,4 +244,12 @@ def draw_params(plan: Plan, rng: jax.Array) -> Any:
                 value = xp.clip(value, -np.float32(law.clip), np.float32(law.clip))
         out.append(value.astype(dtype) if traced else np.array(value, dtype))
     tree = jax.tree_util.tree_unflatten(plan.treedef, out)
-    return tree if traced else jax.device_put(tree)
+    return tree if traced else jax.device_put(tree, _placement(rng))
+
+
+def _placement(rng) -> jax.sharding.Sharding | None:
+    """Where jit would have put the parameters: with the key, when the key is committed to a
+    device or replicated over several (any other key: the default device)."""
+    if isinstance(rng, jax.Array) and rng.committed and rng.sharding.is_fully_replicated:
+        return rng.sharding
+    return None
