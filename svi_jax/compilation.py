@@ -7,8 +7,8 @@ Identical fusions (same instructions and shapes) are compiled once, so the cost 
 *distinct* fusions (graph_size.fusion_counts): ~20 ms each even for a one-line elementwise kernel
 (100 distinct `p + u` kernels: 2.1 s; 300 copies of one kernel: 0.3 s). The tiny main step has
 1,221 distinct of 3,101 fusions (1,280 of 3,274 before svi_jax.nn.layers' LayerNorm and
-GELU); paper init_params 373 of 1,163 with Flax's per-parameter draw (25 since
-svi_jax/nn/initializers.py's flat draws). The step's distinct ones come from the
+GELU); paper init_params 373 of 1,163 with Flax's per-parameter draw (since
+svi_jax/nn/initializers.py: eager, 25 for the two flat draws; under jit, 124 with the slices). The step's distinct ones come from the
 8 Swin stages' shapes (each stage forward and backward, the scan's per-parameter slicing and
 stacking), from per-parameter-leaf updates and gradient accumulations (one kernel per leaf
 shape), the entropy models, the hyperprior and LPIPS: not from the number of blocks or samples

@@ -81,12 +81,12 @@ def _briefly_train(model, params, steps: int = 15):
 
 def _initial_params(model):
     """The official small-config weights of the reference set when present (a 3 s import),
-    else init_params (its jit compile takes 30-60 s on two busy cores)."""
+    else init_params (~1 s)."""
     path = reference_dir() / "sic_small_A.npz"
     if path.exists():
         with np.load(path) as ref:
             return svi_jax.import_official_state_dict(model, ref)
-    return jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
+    return svi_jax.init_params(model, jax.random.PRNGKey(0))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ fan_out = size(0)·k·k of either (torch.nn.init._calculate_fan_in_and_fan_out).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -236,3 +237,55 @@ def test_eager_parameters_land_where_the_key_is():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_init_params_traces_with_a_closed_over_key_and_under_vmap(params):
+    """A key closed over by the traced function is concrete inside the trace: the draw must
+    still take the traced path (eval_shape templates are built this way)."""
+    model = build_model(tiny.get_config().model)
+    key = jax.random.key(3)
+    shapes = jax.eval_shape(lambda: init_params(model, key))
+    assert jax.tree.map(lambda s: (s.shape, s.dtype), shapes) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), params
+    )
+    closed = jax.jit(lambda: init_params(model, key))()
+    np.testing.assert_array_equal(
+        closed["gs"]["outconv"]["kernel"], params["gs"]["outconv"]["kernel"]
+    )
+    keys = jax.random.split(jax.random.key(7), 2)
+    ensemble = jax.vmap(lambda k: init_params(model, k))(keys)
+    second = init_params(model, keys[1])
+    np.testing.assert_array_equal(
+        ensemble["ha"]["conv_0"]["kernel"][1], second["ha"]["conv_0"]["kernel"]
+    )
+
+
+@pytest.mark.parametrize(
+    "rng,size,error",
+    [
+        (0, 64, "needs a JAX PRNG key"),
+        (jax.random.PRNGKey(0).astype(jnp.float32), 64, "needs a JAX PRNG key"),
+        (jax.random.PRNGKey(0), 65, "positive multiple of 64"),
+        (jax.random.PRNGKey(0), 0, "positive multiple of 64"),
+        (jax.random.PRNGKey(0), 64.0, "must be a Python int"),
+    ],
+)
+def test_init_params_refuses_bad_arguments_in_one_line(rng, size, error):
+    model = build_model(tiny.get_config().model)
+    with pytest.raises((TypeError, ValueError), match=error):
+        init_params(model, rng, image_size=size)
+
+
+def test_a_model_with_list_fields_initialises():
+    config = tiny.get_config().model
+    model = build_model(config)
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    fields = {k: v for k, v in fields.items() if k not in ("parent", "name")}
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    listed = svi_jax_model.ProgressiveSIC(**fields)
+    with pytest.raises(TypeError):
+        hash(listed)
+    got = init_params(listed, jax.random.key(3))
+    want = init_params(build_model(config), jax.random.key(3))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)

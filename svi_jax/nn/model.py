@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from svi_jax.nn import initializers
 from svi_jax.nn.context import ContextModel, EntropyParameters
@@ -199,25 +200,57 @@ def build_model(model_config: ml_collections.ConfigDict | dict) -> ProgressiveSI
     return ProgressiveSIC(**fields)
 
 
-@functools.lru_cache(maxsize=16)
-def _plan(model: ProgressiveSIC, image_size: int) -> initializers.Plan:
+def _read_plan(model: ProgressiveSIC, image_size: int) -> initializers.Plan:
     x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     return initializers.plan_of(lambda k, x: model.init(k, x)["params"], jax.random.PRNGKey(0), x)
 
 
+_plan = functools.lru_cache(maxsize=16)(_read_plan)  # a model with list fields is unhashable
+
+
+def _check_init_args(rng, image_size) -> int:
+    dtype = getattr(rng, "dtype", None)
+    is_key = dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (dtype == jnp.uint32 and getattr(rng, "ndim", 0) >= 1)
+    )
+    if not is_key:
+        raise TypeError(
+            "init_params needs a JAX PRNG key (jax.random.key(seed) or "
+            f"jax.random.PRNGKey(seed)), got {type(rng).__name__} {getattr(rng, 'shape', '')}"
+        )
+    if isinstance(image_size, jax.core.Tracer) or not isinstance(image_size, (int, np.integer)):
+        raise TypeError(f"init_params: image_size must be a Python int, got {image_size!r}")
+    if image_size < 64 or image_size % 64:
+        raise ValueError(
+            f"init_params: image_size must be a positive multiple of 64, got {image_size}"
+        )
+    return int(image_size)
+
+
 def init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> dict:
-    """Fresh parameters for `model`: a dict tree of float32 arrays (shapes do not depend on the
-    image size, which only sizes the abstract trace that reads them).
+    """Fresh parameters for `model`: a dict tree of float32 arrays, drawn from `rng` (a key from
+    jax.random.key or jax.random.PRNGKey). Shapes do not depend on `image_size` (a multiple of
+    64, static), which only sizes the abstract trace that reads them.
 
     Every parameter is drawn from its official (PyTorch) law, `svi_jax.nn.initializers`: the
     model is traced once abstractly (nothing compiled) to read each parameter's law, and all
-    of them are drawn from two flat vectors (one small program per model instead of Flax's
-    per-parameter keys and kernels: paper model 9.5 s -> ~3 s cold on a 2-core CPU). Callable
-    eagerly (the slicing runs on the host) or inside jit / eval_shape (the same values).
+    of them are drawn from two flat vectors (`initializers.draw_params`). Eager, nothing is
+    compiled per parameter: paper model ~2-3.5 s cold on a 2-core CPU (load-dependent; Flax's
+    jitted `model.init` 9.5 s); under jit, eval_shape or vmap (the key passed in or closed over)
+    one program of per-parameter slices compiles too (~1-2 s). Same values either way.
     Deviation, named: the laws are Flax's `model.init`'s but the values are not (Flax gives
-    each parameter its own key); `flax_init_params` gives Flax's values.
+    each parameter its own key); `flax_init_params` gives Flax's values. Raises TypeError for a
+    non-key `rng`, ValueError for an image_size that is not a positive multiple of 64.
     """
-    return initializers.draw_params(_plan(model, int(image_size)), rng)
+    size = _check_init_args(rng, image_size)
+    try:
+        hash(model)
+    except TypeError:  # a list field (build_model makes tuples): read the laws uncached
+        plan = _read_plan(model, size)
+    else:
+        plan = _plan(model, size)
+    return initializers.draw_params(plan, rng)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -228,8 +261,10 @@ def _flax_init(model: ProgressiveSIC, rng: jax.Array, image_size: int) -> dict:
 
 def flax_init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> dict:
     """Flax's own draw, `model.init(rng, x)["params"]` through one jit (each parameter with its
-    own folded key): the laws of `init_params`, other values. svi-jax's `init_params` before
-    issue 9's change; the committed golden codec files were made from it (PRNGKey(0), tiny).
-    Compiling it is slow (paper model: 373 distinct kernels, ~8 s on a 2-core CPU).
+    own folded key; an eager `model.init` may differ by float32 rounding, ~1e-8): the laws of
+    `init_params`, other values. svi-jax's `init_params` before issue 9's change; the committed
+    golden codec files were made from it (PRNGKey(0), tiny). Compiling it is slow (paper model:
+    373 distinct kernels, 8-17 s cold on a 2-core CPU, load-dependent; an eager `model.init` of
+    even the tiny model takes ~40 s).
     """
     return _flax_init(model, rng, image_size)
