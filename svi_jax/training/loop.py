@@ -223,8 +223,10 @@ def train_phase(
         logger.info(
             "%s phase starts from %s (params %s)", config.phase, train_cfg.init_from, digest[:12]
         )
-    else:  # parameters drawn eagerly (svi_jax/nn/initializers.py), the rest in one jit
-        state = jax.jit(init, out_shardings=replicated)(steps.initial_params(config, model, rng))
+    else:  # parameters drawn eagerly (svi_jax/nn/initializers.py), the rest in one jit; passed
+        # as host arrays like an export's, the same on every process of a multi-host run
+        params = jax.device_get(steps.initial_params(config, model, rng))
+        state = jax.jit(init, out_shardings=replicated)(params)
     writer = MetricWriter(workdir, enabled=primary)  # after the workdir's checkpoints proved usable
 
     train_step = jax.jit(
