@@ -13,6 +13,7 @@
 #                        (benchmarks/_profile_summary.py; the trace stays in $TMPDIR)
 #   compile.txt          benchmarks/compile.py for the tiny main step (the paper step's compile
 #                        seconds are in the train-step lines; the whole table takes minutes)
+#   init_params.txt      the paper model's eager init_params, cold (wall seconds)
 #   autotune0.jsonl      only with T_AUTOTUNE set: the b2 step with --xla_gpu_autotune_level=0
 #                        (how much of the compile is GEMM/conv autotuning, and what it buys)
 #
@@ -30,7 +31,8 @@
 # Exit status: 0 when every part succeeded, 1 when any failed or hit its timeout (suite.log
 # ends with the list), 2 for a usage error.
 # Timeouts (seconds) can be set with T_SETUP, T_CODEC, T_STEP2, T_EVAL, T_STEP16, T_COMPILE,
-# T_AUTOTUNE (defaults 40/60/120/100/130/60, ~1.4x the H200's part times; autotune part off;
+# T_INIT, T_AUTOTUNE (defaults 40/60/120/100/130/60/40, ~1.4x the H200's part times (T_INIT:
+# not yet measured there); autotune part off;
 # the dry run allows 10-15 min each). The compilation cache is off (cold compiles). Measured on one H200 (2026-11-30, jax
 # 0.11.2): codec 45 s with the large photo (this suite codes the small one only), paper step
 # b2 79 s, eval 69 s, b16 ~90 s (compile 51 s): about 4.9 minutes in all with the tiny step's
@@ -99,6 +101,7 @@ if [[ $DRY == 1 ]]; then
   B_LARGE=2
   EVAL_ARGS=(--config tiny --size 128x64 --synthesis-batch 4 --repeats 1)
   COMPILE_ARGS=(--configs tiny)
+  INIT_CONFIG=tiny
 else
   CONFIG=svi_jax/configs/paper.py
   STEP_ARGS=(--steps 12 --warmup 2)
@@ -106,6 +109,7 @@ else
   B_LARGE=16
   EVAL_ARGS=(--config paper --size 768x512 --synthesis-batch 4 16 --repeats 3)
   COMPILE_ARGS=(--configs tiny --only step/main)
+  INIT_CONFIG=paper
 fi
 
 log "gpu_suite: results in $RESULTS (dry run: $DRY)"
@@ -153,6 +157,16 @@ if [[ -f benchmarks/compile.py ]]; then
 else
   log "skip compile benchmark: benchmarks/compile.py is absent"
 fi
+# the eager init_params of the model, cold, in a fresh process (issue 9 measured 39.5 s on an
+# H200 for Flax's jitted model.init)
+part "init_params" "${T_INIT:-40}" "$RESULTS/init_params.txt" python -c "
+import time, jax
+from svi_jax.configs import $INIT_CONFIG as c
+from svi_jax.nn.model import build_model, init_params
+model = build_model(c.get_config().model)
+start = time.perf_counter()
+jax.block_until_ready(init_params(model, jax.random.PRNGKey(0)))
+print('init_params $INIT_CONFIG, eager, cold: %.2f s wall' % (time.perf_counter() - start))"
 if [[ -n "${T_AUTOTUNE:-}" && $DRY == 0 ]]; then
   # shellcheck disable=SC2086
   part "train step, ${B_SMALL}/device, autotune level 0" "$T_AUTOTUNE" "$RESULTS/autotune0.jsonl" \
