@@ -1,6 +1,6 @@
 """Parameter initializers that name their distribution, and a whole-model draw built on them.
 
-Why (issue 9: the paper model's `init_params` took 8-9 s on a 2-core CPU, 39.5 s on an H200):
+Why (issue 9: the paper model's `init_params` took 9.5 s on a 2-core CPU, 39.5 s on an H200):
 Flax's `model.init` draws every parameter with its own key (a `fold_in` of the parameter's
 path) and its own random kernel, so XLA compiled 373 distinct kernels (93 `fold_in`s, 183
 per-shape draws) to initialise 87 M numbers. Here each initializer is still an ordinary Flax
@@ -8,8 +8,8 @@ initializer (`init(key, shape, dtype)`: `model.init` gives the values it always 
 also says which law it draws from for a shape (`law(shape)`): a constant, U(-b, b), or
 N(0, s^2) clipped at +-c. `draw_params` reads the law of every parameter from one abstract
 trace of `model.init` (nothing compiled) and draws the whole model from two flat vectors, one
-U(-1, 1) and one N(0, 1), each one small program; a parameter is then a slice of one of them
-times its scale (one float32 rounding, the same on the host and inside jit).
+U(-1, 1) and one N(0, 1), together one small program; a parameter is then a slice of one of
+them times its scale (one float32 rounding, the same on the host and inside jit).
 
 The laws are PyTorch's (the official code's `_init_weights`, `nn.Conv2d`/`nn.Linear`
 defaults, `kaiming_normal_`, CompressAI's EntropyBottleneck); `tests/test_init.py` checks
