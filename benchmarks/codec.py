@@ -151,7 +151,7 @@ def main() -> None:
     else:
         cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
         model = svi_jax.build_model(cfg.model)
-        params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # one jit already
+        params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
         t0 = time.perf_counter()
         codec = Codec(params, cfg)
     print(f"model + integer entropy model: {time.perf_counter() - t0:.2f} s", flush=True)

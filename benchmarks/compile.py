@@ -9,7 +9,8 @@ jitted function of svi_jax, for configs/tiny.py and configs/paper.py.
 
 Functions (all lowered on abstract arguments, nothing runs):
   init_params                 model parameters through one jit (then one line: the eager call
-                              train.py makes, wall seconds, cold: trace + two flat draws)
+                              train.py makes, wall seconds in a fresh process: trace + two
+                              flat draws + host slicing; "warm" with --cache)
   step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
                               device batch 2 of the config's crop, M = config.loss.num_samples
   eval/validation             the training loop's validation pass (evaluation_pass + LPIPS)
@@ -29,7 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +42,6 @@ from svi_jax.configs import paper, tiny
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
 from svi_jax.metrics.lpips import load_lpips_params
-from svi_jax.nn import model as model_lib
 from svi_jax.nn.model import DOWNSCALE_Y, build_model, init_params
 from svi_jax.training import steps
 from svi_jax.training.validation import Validator
@@ -117,14 +118,24 @@ def functions(name: str):
     # (svi_jax/codec/integer_model.py): numpy, nothing to compile.
 
 
-def eager_init_seconds(name: str) -> float:
-    """Wall seconds of an eager `init_params` call with nothing cached in this process (its
-    abstract trace, the two flat draws' compile and run, the host slicing)."""
-    model = build_model(CONFIGS[name].get_config().model)
-    model_lib._plan.cache_clear()
-    start = time.perf_counter()
-    jax.block_until_ready(init_params(model, jax.random.PRNGKey(1)))
-    return time.perf_counter() - start
+def eager_init_seconds(name: str, cache: str) -> float:
+    """Wall seconds of an eager `init_params` call in a fresh interpreter (nothing traced or
+    compiled yet in that process; `cache` is the persistent compilation cache, "" for none):
+    its abstract trace, the two flat draws' compile and run, the host slicing."""
+    setup = f"enable_persistent_cache({cache!r})" if cache else "pass"
+    code = (
+        "import time, jax\n"
+        "from svi_jax.compilation import enable_persistent_cache\n"
+        f"from svi_jax.configs import {name} as c\n"
+        "from svi_jax.nn.model import build_model, init_params\n"
+        f"{setup}\n"
+        "model = build_model(c.get_config().model)\n"
+        "start = time.perf_counter()\n"
+        "jax.block_until_ready(init_params(model, jax.random.PRNGKey(1)))\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
 
 
 def main() -> None:
@@ -150,8 +161,15 @@ def main() -> None:
             if args.only and args.only not in label:
                 continue
             r = compile_report(fn, *fargs, compile=not args.no_compile, **kwargs)
+            eager = None
+            if label == "init_params" and not args.no_compile:
+                eager = eager_init_seconds(name, str(cache or ""))
+            warmth = "warm (cache)" if cache else "cold"
             if args.json:
                 print(json.dumps({"config": name, "function": label, **r.__dict__}), flush=True)
+                if eager is not None:
+                    row = {"config": name, "function": "init_params (eager)", "wall_s": eager}
+                    print(json.dumps({**row, "cache": bool(cache)}), flush=True)
                 continue
             temp = "-" if r.temp_bytes is None else f"{r.temp_bytes / 2**30:.3f}"
             opt, kernels, distinct = (
@@ -164,10 +182,10 @@ def main() -> None:
                 f" {temp:>8}",
                 flush=True,
             )
-            if label == "init_params" and not args.no_compile:
+            if eager is not None:
                 print(
-                    f"{name:6} {'init_params (eager)':22} {eager_init_seconds(name):8.2f}"
-                    " s wall, cold: the call train.py makes",
+                    f"{name:6} {'init_params (eager)':22} {eager:8.2f} s wall, {warmth}, fresh"
+                    " process: the call train.py makes",
                     flush=True,
                 )
 

@@ -72,7 +72,7 @@ def main() -> None:
     cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
     model = svi_jax.build_model(cfg.model)
     t0 = time.perf_counter()
-    params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # one jit already
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
     print(f"init: {time.perf_counter() - t0:.1f} s (random weights: speed only)")
     rng = np.random.RandomState(0)
     image = rng.randint(0, 256, (height, width, 3)).astype(np.uint8)

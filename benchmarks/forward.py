@@ -39,7 +39,7 @@ def main() -> None:
     cfg.model.remat = args.remat
     cfg.model.attention_chunk_windows = args.chunk
     model = svi_jax.build_model(cfg.model)
-    params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # one jit already
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
     lpips_params = load_lpips_params("alex")
     x = jax.random.uniform(jax.random.PRNGKey(1), (args.batch, args.size, args.size, 3))
     noise = svi_jax.draw_train_noise(model, jax.random.PRNGKey(2), x.shape, args.samples)

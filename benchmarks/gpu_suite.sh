@@ -13,7 +13,8 @@
 #                        (benchmarks/_profile_summary.py; the trace stays in $TMPDIR)
 #   compile.txt          benchmarks/compile.py for the tiny main step (the paper step's compile
 #                        seconds are in the train-step lines; the whole table takes minutes)
-#   init_params.txt      the paper model's eager init_params, cold (wall seconds)
+#   init_params.txt      the paper model's eager init_params, cold (wall seconds); eager == jit
+#                        values on this backend (tiny model)
 #   autotune0.jsonl      only with T_AUTOTUNE set: the b2 step with --xla_gpu_autotune_level=0
 #                        (how much of the compile is GEMM/conv autotuning, and what it buys)
 #
@@ -31,7 +32,7 @@
 # Exit status: 0 when every part succeeded, 1 when any failed or hit its timeout (suite.log
 # ends with the list), 2 for a usage error.
 # Timeouts (seconds) can be set with T_SETUP, T_CODEC, T_STEP2, T_EVAL, T_STEP16, T_COMPILE,
-# T_INIT, T_AUTOTUNE (defaults 40/60/120/100/130/60/40, ~1.4x the H200's part times (T_INIT:
+# T_INIT, T_AUTOTUNE (defaults 40/60/120/100/130/60/60, ~1.4x the H200's part times (T_INIT:
 # not yet measured there); autotune part off;
 # the dry run allows 10-15 min each). The compilation cache is off (cold compiles). Measured on one H200 (2026-11-30, jax
 # 0.11.2): codec 45 s with the large photo (this suite codes the small one only), paper step
@@ -158,15 +159,21 @@ else
   log "skip compile benchmark: benchmarks/compile.py is absent"
 fi
 # the eager init_params of the model, cold, in a fresh process (issue 9 measured 39.5 s on an
-# H200 for Flax's jitted model.init)
-part "init_params" "${T_INIT:-40}" "$RESULTS/init_params.txt" python -c "
-import time, jax
-from svi_jax.configs import $INIT_CONFIG as c
+# H200 for Flax's jitted model.init), then whether eager and jitted init_params give the same
+# float32 values on this backend (tiny model; equal on CPU, tests/test_init.py)
+part "init_params" "${T_INIT:-60}" "$RESULTS/init_params.txt" python -c "
+import time, jax, numpy as np
+from svi_jax.configs import $INIT_CONFIG as c, tiny
 from svi_jax.nn.model import build_model, init_params
 model = build_model(c.get_config().model)
 start = time.perf_counter()
 jax.block_until_ready(init_params(model, jax.random.PRNGKey(0)))
-print('init_params $INIT_CONFIG, eager, cold: %.2f s wall' % (time.perf_counter() - start))"
+print('init_params $INIT_CONFIG, eager, cold: %.2f s wall' % (time.perf_counter() - start))
+small, key = build_model(tiny.get_config().model), jax.random.PRNGKey(3)
+eager, jitted = init_params(small, key), jax.jit(lambda k: init_params(small, k))(key)
+pairs = list(zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)))
+worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs)
+print('init_params tiny, eager == jit:', all(np.array_equal(a, b) for a, b in pairs), 'max diff', worst)"
 if [[ -n "${T_AUTOTUNE:-}" && $DRY == 0 ]]; then
   # shellcheck disable=SC2086
   part "train step, ${B_SMALL}/device, autotune level 0" "$T_AUTOTUNE" "$RESULTS/autotune0.jsonl" \

@@ -8,7 +8,8 @@ Identical fusions (same instructions and shapes) are compiled once, so the cost 
 (100 distinct `p + u` kernels: 2.1 s; 300 copies of one kernel: 0.3 s). The tiny main step has
 1,221 distinct of 3,101 fusions (1,280 of 3,274 before svi_jax.nn.layers' LayerNorm and
 GELU); paper init_params 373 of 1,163 with Flax's per-parameter draw (since
-svi_jax/nn/initializers.py: eager, 25 for the two flat draws; under jit, 124 with the slices). The step's distinct ones come from the
+svi_jax/nn/initializers.py: eager, 25 for the two flat draws; under jit, 124 with the
+slices). The step's distinct ones come from the
 8 Swin stages' shapes (each stage forward and backward, the scan's per-parameter slicing and
 stacking), from per-parameter-leaf updates and gradient accumulations (one kernel per leaf
 shape), the entropy models, the hyperprior and LPIPS: not from the number of blocks or samples
@@ -36,7 +37,7 @@ What does pay is not compiling twice: `enable_persistent_cache` turns on jax's o
 compiled programs, keyed by the program, the jax/XLA versions, the compile options and the
 device, so a second run of the same command (a resumed training, the next `eval.py`, another
 image through the codec) loads each executable instead of compiling it (paper init_params
-with Flax's draw: 9.8 s -> 2.7 s wall on this 2-core machine under load).
+with Flax's draw: 9.8 s -> 2.7 s wall on this 2-core machine under load; 9.5 s cold idle).
 """
 
 from __future__ import annotations

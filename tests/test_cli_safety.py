@@ -22,7 +22,7 @@ from svi_jax.weights.export import save_exported_model
 def export_dir(tmp_path_factory):
     config = tiny.get_config()
     model = svi_jax.build_model(config.model)
-    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     return save_exported_model(tmp_path_factory.mktemp("model") / "export", config, params)
 
 

@@ -22,7 +22,7 @@ def workdir(tmp_path_factory):
     """A train.py-like workdir holding export/ with the tiny model from PRNGKey(0)."""
     config = tiny.get_config()
     model = svi_jax.build_model(config.model)
-    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     root = tmp_path_factory.mktemp("run")
     save_exported_model(root / "export", config, params)
     (root / "checkpoints" / "10").mkdir(parents=True)

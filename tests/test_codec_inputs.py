@@ -82,7 +82,7 @@ def test_pad_to_multiple_takes_a_batch():
 @pytest.fixture(scope="module")
 def codec(model):
     config = tiny.get_config()
-    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     return Codec(params, config)
 
 

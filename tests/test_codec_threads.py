@@ -69,7 +69,7 @@ def test_one_thread_and_two_threads_exchange_files(tmp_path):
     import svi_jax
 
     model = svi_jax.build_model(config.model)
-    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     export = save_exported_model(tmp_path / "export", config, params)
     rng = np.random.default_rng(0)
     images = {f"{h}x{w}": rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES}

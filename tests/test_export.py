@@ -22,7 +22,7 @@ from svi_jax.weights.export import (
 def tiny_params():
     cfg = tiny.get_config()
     model = svi_jax.build_model(cfg.model)
-    return cfg, jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
+    return cfg, svi_jax.init_params(model, jax.random.PRNGKey(0))
 
 
 def test_round_trip_from_workdir(tmp_path, tiny_params):

@@ -29,6 +29,7 @@ from svi_jax.nn.model import build_model, flax_init_params, init_params
 
 MIN_SIZE_FOR_STD = 500  # leaves this large estimate their std within ~5% (3 sigma)
 STD_TOLERANCE = 0.10
+MAX_EAGER_COMPILES = 6  # programs a cold eager init_params compiles (measured: see the test)
 MAX_DRAW_KERNELS = 30  # XLA:CPU distinct fusions of the two flat draws: 25 measured (jax 0.10.2)
 
 
@@ -129,6 +130,30 @@ def test_every_parameter_has_the_law_flax_init_draws(params, flax_params):
             assert abs(np.std(a) / np.std(b) - 1) < 2 * STD_TOLERANCE, name
 
 
+def test_every_recorded_law_is_what_both_draws_follow(params, flax_params):
+    """Leaf by leaf, the law init_params read (its plan) bounds both its own draw and Flax's:
+    a uniform leaf of >= 32 values reaches past 80% of its bound and never beyond it (a bias
+    cut with another layer's fan_in fails, whatever its size); a normal leaf of >= 500 values
+    has the law's spread; a Normal's clip holds."""
+    plan = svi_jax_model._plan(build_model(tiny.get_config().model), 64)
+    ours = jax.tree.leaves(params)
+    theirs = jax.tree.leaves(flax_params)
+    assert len(plan.leaves) == len(ours) == len(theirs)
+    for (shape, _, law, _), a, b in zip(plan.leaves, ours, theirs, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == tuple(shape)
+        if isinstance(law, initializers.Uniform):
+            for values in (a, b):
+                assert np.max(np.abs(values)) <= law.bound * (1 + 1e-6), (law, shape)
+                if values.size >= 32:
+                    assert np.max(np.abs(values)) > 0.8 * law.bound, (law, shape)
+        elif isinstance(law, initializers.Normal):
+            for values in (a, b):
+                if law.clip is not None:
+                    assert np.max(np.abs(values)) <= law.clip, (law, shape)
+                check_std(values, law.std, f"{law} {shape}")
+
+
 def test_init_params_gives_the_same_values_inside_jit(params):
     model = build_model(tiny.get_config().model)
     jitted = jax.jit(lambda k: init_params(model, k))(jax.random.key(3))
@@ -164,16 +189,48 @@ def test_variance_scaling_keeps_jax_values_and_names_its_law():
 
 
 def test_init_params_compiles_one_small_program_whatever_the_model():
-    """The draw's kernels do not grow with the parameter count: tiny and paper share them (Flax's
-    model.init compiled 373 distinct kernels for the paper model, ~8 s on 2 cores)."""
+    """A cold eager init_params compiles the same few programs for the tiny and the paper model
+    (the flat draws, a key split): nothing per parameter. Counted from jax's own compile
+    events in a fresh interpreter (Flax's jitted model.init compiled 373 distinct kernels for
+    the paper model, 9.5 s on 2 idle cores)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import jax
+        from svi_jax.configs import paper, tiny
+        from svi_jax.nn.model import build_model, init_params
+        compiles = []
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda event, seconds, **kw: compiles.append(event)
+            if event == "/jax/core/compile/backend_compile_duration" else None
+        )
+        counts = []
+        for config in (tiny, paper):
+            model = build_model(config.get_config().model)
+            before = len(compiles)
+            jax.block_until_ready(init_params(model, jax.random.PRNGKey(0)))
+            counts.append(len(compiles) - before)
+        print(*counts)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tiny_count, paper_count = map(int, done.stdout.split())
+    # tiny compiles the key split too, paper only its own flat draws (other vector lengths)
+    assert 1 <= paper_count <= tiny_count <= MAX_EAGER_COMPILES, (tiny_count, paper_count)
+
+
+def test_the_flat_draws_are_one_small_program():
     from svi_jax.configs import paper
     from svi_jax.graph_size import fusion_counts
 
     key = jax.random.key_data(jax.random.PRNGKey(0))
     counts = []
     for config in (tiny, paper):
-        model = build_model(config.get_config().model)
-        plan = svi_jax_model._plan(model, 64)
+        plan = svi_jax_model._plan(build_model(config.get_config().model), 64)
         lowered = initializers._flat_draws.lower(key, plan.n_uniform, plan.n_normal)
         counts.append(fusion_counts(lowered.compile().as_text())[1])
     assert counts[0] == counts[1] and counts[0] <= MAX_DRAW_KERNELS, counts
@@ -186,7 +243,7 @@ def test_recording_ends_with_the_draw():
     import threading
 
     model = build_model(tiny.get_config().model)
-    init = lambda k: model.init(k, jnp.zeros((1, 64, 64, 3)))["params"]  # noqa: E731
+    init = lambda k: model.init(k, jnp.zeros((1, 64, 64, 3)))["params"]
 
     def leaves(tree):  # a box is a pytree node: stop at anything that is not a dict
         return jax.tree.leaves(tree, is_leaf=lambda x: not isinstance(x, dict))
@@ -261,19 +318,22 @@ def test_init_params_traces_with_a_closed_over_key_and_under_vmap(params):
 
 
 @pytest.mark.parametrize(
-    "rng,size,error",
+    "rng,size,kind,error",
     [
-        (0, 64, "needs a JAX PRNG key"),
-        (jax.random.PRNGKey(0).astype(jnp.float32), 64, "needs a JAX PRNG key"),
-        (jax.random.PRNGKey(0), 65, "positive multiple of 64"),
-        (jax.random.PRNGKey(0), 0, "positive multiple of 64"),
-        (jax.random.PRNGKey(0), 64.0, "must be a Python int"),
+        (0, 64, TypeError, "needs one JAX PRNG key"),
+        (jax.random.PRNGKey(0).astype(jnp.float32), 64, TypeError, "needs one JAX PRNG key"),
+        (jax.numpy.zeros(4, jnp.uint32), 64, TypeError, "needs one JAX PRNG key"),  # rbg data
+        (jax.random.split(jax.random.key(0), 2), 64, TypeError, "needs one JAX PRNG key"),
+        (jax.random.PRNGKey(0), 65, ValueError, "positive multiple of 64"),
+        (jax.random.PRNGKey(0), 0, ValueError, "positive multiple of 64"),
+        (jax.random.PRNGKey(0), 64.0, TypeError, "must be a Python int"),
     ],
 )
-def test_init_params_refuses_bad_arguments_in_one_line(rng, size, error):
+def test_init_params_refuses_bad_arguments_in_one_line(rng, size, kind, error):
     model = build_model(tiny.get_config().model)
-    with pytest.raises((TypeError, ValueError), match=error):
+    with pytest.raises(kind, match=error) as raised:
         init_params(model, rng, image_size=size)
+    assert "\n" not in str(raised.value)
 
 
 def test_a_model_with_list_fields_initialises():
@@ -289,3 +349,42 @@ def test_a_model_with_list_fields_initialises():
     want = init_params(build_model(config), jax.random.key(3))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_loops_eager_parameters_are_the_jitted_states(tmp_path):
+    """train.py draws the initial parameters eagerly (steps.initial_params) and jits the rest:
+    the same parameters as jit(init_state) draws inside, with the demo's output-bias init."""
+    from svi_jax.configs import demo
+    from svi_jax.training import steps
+
+    config = demo.get_config()
+    assert float(config.train.output_bias_init) >= 0  # the branch under test
+    model = build_model(config.model)
+    rng = jax.random.PRNGKey(int(config.seed))
+    eager = steps.initial_params(config, model, rng)
+    jitted = jax.jit(lambda: steps.init_state(config, model, rng))()["params"]
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    bias = np.asarray(eager["gs"]["outconv"]["bias"])
+    assert np.all(bias == np.float32(config.train.output_bias_init))
+
+
+def test_a_subclassed_law_takes_its_own_slice():
+    """plan_of picks the flat vector by isinstance, as the cut does: two leaves of a Uniform
+    subclass get different values (they shared the first uniform leaf's)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Wide(initializers.Uniform):
+        pass
+
+    class Two(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            a = self.param("a", Wide(1.0), (64,))
+            b = self.param("b", Wide(1.0), (128,))
+            return x + a.sum() + b.sum()
+
+    plan = initializers.plan_of(lambda k: Two().init(k, jnp.zeros(()))["params"], jax.random.key(0))
+    assert plan.n_uniform == 64 + 128
+    drawn = initializers.draw_params(plan, jax.random.key(1))
+    assert not np.array_equal(np.asarray(drawn["a"]), np.asarray(drawn["b"])[:64])

@@ -39,7 +39,7 @@ Q = float(1 << FRAC_BITS)
 def setup():
     config = tiny.get_config()
     model = svi_jax.build_model(config.model)
-    params = jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(np.asarray, params)
     # Wider entropy-parameter weights than the init so σ and μ spread over many table rows.
     params["entropy_parameters"] = jax.tree_util.tree_map(

@@ -37,7 +37,7 @@ def model_params():
 
 
 def _init(model):
-    return jax.jit(svi_jax.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+    return svi_jax.init_params(model, jax.random.PRNGKey(0))
 
 
 @jax.jit

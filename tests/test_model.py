@@ -26,7 +26,7 @@ from svi_jax.tracing import trace_count, traced
 def tiny_model():
     cfg = tiny.get_config()
     model = svi_jax.build_model(cfg.model)
-    params = jax.jit(lambda k: svi_jax.init_params(model, k))(jax.random.PRNGKey(0))
+    params = svi_jax.init_params(model, jax.random.PRNGKey(0))
     return cfg, model, params
 
 

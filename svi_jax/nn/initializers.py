@@ -33,10 +33,14 @@ import numpy as np
 from flax import struct
 from flax.core import meta
 
+from svi_jax.tracing import traced
+
 
 @dataclasses.dataclass(frozen=True)
 class Constant:
-    """Every element `value` (a float, or a tuple broadcast along the trailing axes)."""
+    """Every element `value` (a float, or a tuple broadcast along the trailing axes): LayerNorm
+    (1, 0), zero biases, CompressAI's bottleneck matrices/factors and quantiles (-s, 0, s).
+    A tuple that does not broadcast to the shape raises jax's/numpy's ValueError."""
 
     value: float | tuple[float, ...]
 
@@ -51,7 +55,9 @@ class Constant:
 
 @dataclasses.dataclass(frozen=True)
 class Uniform:
-    """U(-bound, bound), elementwise independent."""
+    """U(-bound, bound), elementwise independent: PyTorch's default Conv/Linear init
+    (bound 1/sqrt(fan_in), via VarianceScaling for weights) and CompressAI's bottleneck biases
+    (bound 0.5). float32 values for the default dtype."""
 
     bound: float
 
@@ -200,15 +206,18 @@ def plan_of(init_fn, *args) -> Plan:
     leaves, offsets = [], {Uniform: 0, Normal: 0}
     for _, box in flat:
         shape, size = tuple(box.value.shape), math.prod(box.value.shape)
-        kind = type(box.law)
-        offset = offsets.get(kind, 0)
-        if kind in offsets:
+        # the flat vector a leaf is cut from, by isinstance as _cut reads it (a subclass of
+        # Uniform takes its own slice of the uniform vector, not the first leaf's)
+        kind = next((k for k in offsets if isinstance(box.law, k)), None)
+        offset = 0 if kind is None else offsets[kind]
+        if kind is not None:
             offsets[kind] += size
         leaves.append((shape, box.value.dtype, box.law, offset))
     return Plan(treedef, tuple(leaves), offsets[Uniform], offsets[Normal])
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
+@traced("init_params/flat_draws")
 def _flat_draws(rng: jax.Array, n_uniform: int, n_normal: int) -> tuple[jax.Array, jax.Array]:
     """U(-1, 1) of length n_uniform and N(0, 1) of length n_normal, float32 (one program per
     model: the two lengths are its only shapes)."""
@@ -225,14 +234,14 @@ def draw_params(plan: Plan, rng: jax.Array) -> Any:
     compile; the tree lands where the key is (committed to a device, or replicated), else on
     the default device. Inside a trace (jit, eval_shape, vmap, checkpoint; the key passed in or
     closed over) the same slices and products are jax ops, one jitted program (paper or tiny:
-    124 distinct kernels, ~1-2 s to compile on 2 cores). Both give the same float32 values: a
+    124 distinct kernels, 1.2 s to compile on 2 idle cores). Both give the same float32 values: a
     draw is one product (Uniform: bound * U(-1, 1); Normal: std * N(0, 1), then the clip).
+    A batch of keys outside jax.vmap raises jax's key-shape error from jax.random.split.
     """
     uniform, normal = _flat_draws(rng, plan.n_uniform, plan.n_normal)
     if isinstance(uniform, jax.core.Tracer):  # traced, whether or not the key itself is
         return _cut_traced(plan, uniform, normal)
-    tree = _cut(plan, np.asarray(uniform), np.asarray(normal), np)
-    return jax.device_put(tree, _placement(rng))
+    return _put(_cut(plan, np.asarray(uniform), np.asarray(normal), np), rng)
 
 
 def _cut(plan: Plan, uniform, normal, xp) -> Any:
@@ -255,13 +264,21 @@ def _cut(plan: Plan, uniform, normal, xp) -> Any:
 # One program for the traced case: under an eager jax.vmap over keys (an ensemble) the slices
 # would otherwise run op by op.
 _cut_traced = jax.jit(
-    lambda plan, uniform, normal: _cut(plan, uniform, normal, jnp), static_argnums=0
+    traced("init_params/cut")(lambda plan, uniform, normal: _cut(plan, uniform, normal, jnp)),
+    static_argnums=0,
 )
 
 
-def _placement(rng) -> jax.sharding.Sharding | None:
-    """Where jit would have put the parameters: with the key, when the key is committed to a
-    device or replicated over several (any other key: the default device)."""
-    if isinstance(rng, jax.Array) and rng.committed and rng.sharding.is_fully_replicated:
-        return rng.sharding
-    return None
+def _put(tree, rng) -> Any:
+    """The host tree on the devices jit would have put it: with the key when the key is
+    committed to a device or replicated over several, else on the default device. A sharding
+    that spans processes gets each leaf from this process's copy (jax.device_put would check
+    every leaf's equality across hosts: one collective and one compile per parameter)."""
+    if not (isinstance(rng, jax.Array) and rng.committed and rng.sharding.is_fully_replicated):
+        return jax.device_put(tree)
+    sharding = rng.sharding
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda a: jax.make_array_from_callback(a.shape, sharding, lambda index: a[index]), tree
+    )

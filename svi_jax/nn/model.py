@@ -209,17 +209,19 @@ _plan = functools.lru_cache(maxsize=16)(_read_plan)  # a model with list fields 
 
 
 def _check_init_args(rng, image_size) -> int:
-    dtype = getattr(rng, "dtype", None)
-    is_key = dtype is not None and (
-        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        or (dtype == jnp.uint32 and getattr(rng, "ndim", 0) >= 1)
-    )
+    """image_size as an int; one-line TypeError/ValueError for anything init_params can't use."""
+    dtype, shape = getattr(rng, "dtype", None), getattr(rng, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        is_key = shape == ()  # one typed key (a batch of keys: jax.vmap over them)
+    else:  # raw key data of the default implementation, e.g. jax.random.PRNGKey(seed)
+        raw = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        is_key = dtype == jnp.uint32 and shape == tuple(raw)
     if not is_key:
         raise TypeError(
-            "init_params needs a JAX PRNG key (jax.random.key(seed) or "
-            f"jax.random.PRNGKey(seed)), got {type(rng).__name__} {getattr(rng, 'shape', '')}"
+            "init_params needs one JAX PRNG key (jax.random.key(seed) or "
+            f"jax.random.PRNGKey(seed)), got {type(rng).__name__} {dtype} {shape}"
         )
-    if isinstance(image_size, jax.core.Tracer) or not isinstance(image_size, (int, np.integer)):
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
         raise TypeError(f"init_params: image_size must be a Python int, got {image_size!r}")
     if image_size < 64 or image_size % 64:
         raise ValueError(
@@ -236,12 +238,14 @@ def init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64) -> 
     Every parameter is drawn from its official (PyTorch) law, `svi_jax.nn.initializers`: the
     model is traced once abstractly (nothing compiled) to read each parameter's law, and all
     of them are drawn from two flat vectors (`initializers.draw_params`). Eager, nothing is
-    compiled per parameter: paper model ~2-3.5 s cold on a 2-core CPU (load-dependent; Flax's
-    jitted `model.init` 9.5 s); under jit, eval_shape or vmap (the key passed in or closed over)
-    one program of per-parameter slices compiles too (~1-2 s). Same values either way.
+    compiled per parameter: paper model 2.1-2.5 s cold on 2 idle CPU cores, up to 3.7 s with the
+    other core busy (Flax's jitted `model.init`: 9.5 s idle); under jit, eval_shape or vmap (the
+    key passed in or closed over) one program of per-parameter slices compiles too (1.2 s idle,
+    2.4 s loaded). Same values either way.
     Deviation, named: the laws are Flax's `model.init`'s but the values are not (Flax gives
-    each parameter its own key); `flax_init_params` gives Flax's values. Raises TypeError for a
-    non-key `rng`, ValueError for an image_size that is not a positive multiple of 64.
+    each parameter its own key); `flax_init_params` gives Flax's values. Raises TypeError for
+    anything but one key (a batch of keys: `jax.vmap` over them) or a non-int image_size,
+    ValueError for an image_size that is not a positive multiple of 64.
     """
     size = _check_init_args(rng, image_size)
     try:
@@ -264,7 +268,7 @@ def flax_init_params(model: ProgressiveSIC, rng: jax.Array, image_size: int = 64
     own folded key; an eager `model.init` may differ by float32 rounding, ~1e-8): the laws of
     `init_params`, other values. svi-jax's `init_params` before issue 9's change; the committed
     golden codec files were made from it (PRNGKey(0), tiny). Compiling it is slow (paper model:
-    373 distinct kernels, 8-17 s cold on a 2-core CPU, load-dependent; an eager `model.init` of
+    373 distinct kernels, 9.5 s cold on 2 idle CPU cores, 17 s loaded; an eager `model.init` of
     even the tiny model takes ~40 s).
     """
     return _flax_init(model, rng, image_size)

@@ -52,10 +52,18 @@ def _no_balance(loss_config: ml_collections.ConfigDict) -> ml_collections.Config
     return cfg
 
 
-def initial_params(config, model: ProgressiveSIC, rng: jax.Array) -> dict:
+def _state_keys(rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(parameters, discriminator, training) keys of a fresh state, from the run's key."""
+    init_rng, disc_rng, train_rng = jax.random.split(rng, 3)
+    return init_rng, disc_rng, train_rng
+
+
+def initial_params(
+    config: ml_collections.ConfigDict, model: ProgressiveSIC, rng: jax.Array
+) -> dict:
     """The parameters `init_state(config, model, rng)` starts from; eager or traced, the same
     values (the training loop draws them eagerly: nothing per parameter to compile)."""
-    params = init_params(model, jax.random.split(rng, 3)[0])
+    params = init_params(model, _state_keys(rng)[0])
     bias = float(config.train.get("output_bias_init", -1.0))
     return with_output_bias(params, bias) if bias >= 0 else params
 
@@ -64,7 +72,7 @@ def init_state(config, model: ProgressiveSIC, rng: jax.Array, params=None) -> di
     """Fresh training state for `config.phase` (params from `params` when given, else
     `initial_params(config, model, rng)`)."""
     phase = config.phase
-    _, disc_rng, train_rng = jax.random.split(rng, 3)
+    _, disc_rng, train_rng = _state_keys(rng)
     if params is None:
         params = initial_params(config, model, rng)
     tx, _ = optim.make_optimizer(config, params, phase)
