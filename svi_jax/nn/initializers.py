@@ -36,60 +36,59 @@ from flax.core import meta
 from svi_jax.tracing import traced
 
 
+class _Initializer:
+    """A Flax initializer (`init(key, shape, dtype)`, drawing with `draw`) that also names the
+    law it draws from for a shape (`law`, the initializer itself unless the law depends on the
+    shape). While `plan_of` records, it returns that law boxed with an abstract value instead."""
+
+    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
+        if _recording_now():
+            return _WithLaw(jnp.zeros(shape, dtype), self.law(shape))
+        return self.draw(key, shape, dtype)
+
+    def law(self, shape) -> Law:
+        return self
+
+
 @dataclasses.dataclass(frozen=True)
-class Constant:
+class Constant(_Initializer):
     """Every element `value` (a float, or a tuple broadcast along the trailing axes): LayerNorm
     (1, 0), zero biases, CompressAI's bottleneck matrices/factors and quantiles (-s, 0, s).
     A tuple that does not broadcast to the shape raises jax's/numpy's ValueError."""
 
     value: float | tuple[float, ...]
 
-    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _recording_now():
-            return _record(shape, dtype, self)
+    def draw(self, key, shape, dtype) -> jax.Array:
         return jnp.broadcast_to(jnp.asarray(self.value, dtype), shape)
-
-    def law(self, shape) -> Constant:
-        return self
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform:
+class Uniform(_Initializer):
     """U(-bound, bound), elementwise independent: PyTorch's default Conv/Linear init
     (bound 1/sqrt(fan_in), via VarianceScaling for weights) and CompressAI's bottleneck biases
     (bound 0.5). float32 values for the default dtype."""
 
     bound: float
 
-    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _recording_now():
-            return _record(shape, dtype, self)
+    def draw(self, key, shape, dtype) -> jax.Array:
         return jax.random.uniform(key, shape, dtype, -self.bound, self.bound)
-
-    def law(self, shape) -> Uniform:
-        return self
 
 
 @dataclasses.dataclass(frozen=True)
-class Normal:
+class Normal(_Initializer):
     """N(0, std^2), clipped to [-clip, clip] in absolute value when `clip` is given (timm's
     `trunc_normal_(std=.02)` cuts at +-2: at 100 std that clip never binds)."""
 
     std: float
     clip: float | None = None
 
-    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _recording_now():
-            return _record(shape, dtype, self)
+    def draw(self, key, shape, dtype) -> jax.Array:
         x = self.std * jax.random.normal(key, shape, dtype)
         return x if self.clip is None else jnp.clip(x, -self.clip, self.clip)
 
-    def law(self, shape) -> Normal:
-        return self
-
 
 @dataclasses.dataclass(frozen=True)
-class VarianceScaling:
+class VarianceScaling(_Initializer):
     """`jax.nn.initializers.variance_scaling(scale, mode, distribution, in_axis, out_axis)` for
     distribution "uniform" or "normal" (its values, bit for bit), whose law depends on the shape:
     variance = scale / fan, U(+-sqrt(3 variance)) or N(0, variance). jax's "truncated_normal"
@@ -109,9 +108,7 @@ class VarianceScaling:
                 f"VarianceScaling distribution must be uniform|normal: {self.distribution!r}"
             )
 
-    def __call__(self, key, shape, dtype=jnp.float32) -> jax.Array:
-        if _recording_now():
-            return _record(shape, dtype, self.law(shape))
+    def draw(self, key, shape, dtype) -> jax.Array:
         init = nn.initializers.variance_scaling(
             self.scale, self.mode, self.distribution, in_axis=self.in_axis, out_axis=self.out_axis
         )
@@ -158,10 +155,6 @@ class _WithLaw(struct.PyTreeNode, meta.AxisMetadata):
 
     def remove_axis(self, index, params):
         return self
-
-
-def _record(shape, dtype, law: Law) -> _WithLaw:
-    return _WithLaw(jnp.zeros(shape, dtype), law)
 
 
 @contextlib.contextmanager

@@ -54,8 +54,7 @@ def _no_balance(loss_config: ml_collections.ConfigDict) -> ml_collections.Config
 
 def _state_keys(rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(parameters, discriminator, training) keys of a fresh state, from the run's key."""
-    init_rng, disc_rng, train_rng = jax.random.split(rng, 3)
-    return init_rng, disc_rng, train_rng
+    return tuple(jax.random.split(rng, 3))
 
 
 def initial_params(
