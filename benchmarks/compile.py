@@ -21,7 +21,8 @@ Columns: trace_s, lower_s, compile_s (wall-clock seconds: a loaded shared CPU gi
 numbers, compare ratios), cpu_s (CPU seconds of the compilation, all threads: steadier),
 hlo (instructions of the HLO jax emits), hlo_opt (instructions after XLA's passes),
 kernels (fusions XLA made), distinct (the distinct ones: XLA:CPU compiles each distinct fused
-computation once, so compile time follows this column), temp_GiB (XLA's temporary-buffer
+computation once; an upper-bound proxy of its kernel compiler's work, in which large kernels
+weigh most), temp_GiB (XLA's temporary-buffer
 estimate). Compilation is cold unless --cache (or $JAX_COMPILATION_CACHE_DIR) names a cache.
 Eval and codec images: 128x128 (tiny) and 768x512 (paper, the issue's eval image).
 """

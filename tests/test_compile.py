@@ -4,8 +4,8 @@
   stage or the 1 + M detail samples again grows its HLO past the bounds below and fails here.
 * Backprop through the 1 + M decodes keeps one sample's activations: XLA's temporary-buffer
   estimate of the sample path barely grows from M = 1 to M = 4.
-* Compile time follows the distinct kernels XLA:CPU compiles (identical fusions are compiled
-  once): the compiled tiny main step stays under a bound on them (slow: it compiles).
+* XLA:CPU compiles identical fusions once, so the distinct kernels bound the work of its
+  kernel compiler: the compiled tiny main step stays under a bound on them (slow: it compiles).
 """
 
 from __future__ import annotations
