@@ -19,8 +19,14 @@ ever sees `uint8` arrays of shape (H, W, 3):
   a phone photo stored landscape with Orientation=6 is read as the portrait image people see.
   Codec, training and evaluation all read through `load_image`, so they agree.
 
-Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive). Images are written
+Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive): every still-image
+format the codec writes (`OUTPUT_FORMATS`: PNG, JPEG, WebP, BMP, TIFF, PPM) under every name
+Pillow registers for it, plus GIF (first frame) and the rest of the PNM family. This one list
+serves the training loader, eval.py and svi-codec. Files whose extension names another image
+format (`OTHER_IMAGE_EXTENSIONS`: .heic, .avif, .ico, ...) are skipped; `list_images(path,
+skipped=[...])` collects them and `skipped_images_line` says so in one line. Images are written
 (`save_image`) in the format their file name says (`OUTPUT_FORMATS`), atomically.
+`find_bad_images` decodes a list of files and `bad_images_text` reports every failure at once.
 
 Built-in data: `SKIMAGE_PHOTOS`, colour photos bundled with scikit-image (no download);
 `write_skimage_split(root)` writes them as PNGs into root/train and root/val so they go
@@ -40,8 +46,37 @@ from PIL import Image, ImageOps
 
 from svi_jax import safety
 
-# Extensions that `list_images` picks up (compared lower-case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# Extensions that `list_images` picks up (compared lower-case): the formats of OUTPUT_FORMATS
+# (so a decoded .bmp/.tif/.ppm can go back into training, eval or svi-codec) under each name
+# Pillow registers for them, GIF (its first frame: load_image) and the whole PNM family.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".apng",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".dib",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
+# Other image formats (Pillow's registered still-image extensions and common camera / modern
+# ones Pillow may lack): not read, but named in one line when a folder holds them, so photos
+# are never dropped silently.
+OTHER_IMAGE_EXTENSIONS = frozenset(
+    ".avif .avifs .heic .heif .jxl .jp2 .j2k .jpx .jpf .jpc .j2c .ico .cur .icns .tga .psd .qoi "
+    ".dds .exr .hdr .pfm .svg .mpo .pcx .sgi .rgb .rgba .bw .ras .xbm .xpm .blp .msp .im "
+    ".dng .cr2 .cr3 .nef .arw .orf .rw2 .raf .raw".split()
+)
+# At most this many files are named one per line in `bad_images_text` (then "and N more").
+MAX_LISTED_FILES = 20
 
 PathLike = str | os.PathLike
 
@@ -87,13 +122,22 @@ def is_image_path(path: PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path: PathLike) -> list[Path]:
+def looks_like_other_image(path: PathLike) -> bool:
+    """True when the extension names an image format svi_jax does not read (.heic, .ico, ...)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in OTHER_IMAGE_EXTENSIONS
+
+
+def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
     """All image files under `path`, searched recursively, in a deterministic order.
 
     The order is the sorted POSIX form of each path relative to `path`, so every host of a
     multi-host job gets the same list. Hidden files and folders (name starting with ".",
     e.g. macOS "._x.jpg" resource forks) are ignored; symlinked folders are not followed.
     A `path` that is itself an image file gives a one-element list.
+
+    skipped: when a list, gets (sorted) the paths relative to `path` of the files left out
+      although their extension names another image format (`OTHER_IMAGE_EXTENSIONS`);
+      `skipped_images_line` turns them into one line for the user.
 
     Raises:
       DataError: `path` does not exist, or holds no file with an accepted extension.
@@ -120,6 +164,8 @@ def list_images(path: PathLike) -> list[Path]:
                 found.append((relative, full))
             else:
                 others.append(relative)
+    if skipped is not None:
+        skipped.extend(sorted(o for o in others if looks_like_other_image(o)))
     if not found:
         detail = ""
         if others:
@@ -130,6 +176,50 @@ def list_images(path: PathLike) -> list[Path]:
         )
     found.sort(key=lambda item: item[0])
     return [full for _, full in found]
+
+
+def skipped_images_line(root: PathLike, skipped: Sequence[str], limit: int = 5) -> str | None:
+    """One line naming the files `list_images(root, skipped=...)` left out (None if none)."""
+    if not skipped:
+        return None
+    shown = ", ".join(skipped[:limit]) + (
+        f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    )
+    return (
+        f"{len(skipped)} file(s) under {root} look like images but are skipped (extension not "
+        f"read by svi_jax): {shown}; convert them to one of {_extensions_text()}"
+    )
+
+
+def find_bad_images(
+    files: Sequence[PathLike], notes: list[str] | None = None
+) -> list[tuple[Path, str]]:
+    """Decodes every file (as `load_image` does); [(file, one-line reason)] of those that fail.
+
+    notes: as for `load_image` (multi-frame files). Costs one full decode per file.
+    """
+    bad = []
+    for file in files:
+        try:
+            load_image(file, notes)
+        except DataError as error:
+            bad.append((Path(file), failure_reason(error)))
+    return bad
+
+
+def failure_reason(error: DataError) -> str:
+    """One line: why `load_image` failed, in the decoder's words (without its file prefix)."""
+    return safety.one_line(error.__cause__ or error)
+
+
+def bad_images_text(bad: Sequence[tuple[Path, str]], total: int, where: str) -> str:
+    """A count line, then one "  file: reason" line per bad file (at most MAX_LISTED_FILES,
+    then "  ... and N more")."""
+    lines = [f"{len(bad)} of {total} images in {where} cannot be decoded:"]
+    lines += [f"  {file}: {reason}" for file, reason in bad[:MAX_LISTED_FILES]]
+    if len(bad) > MAX_LISTED_FILES:
+        lines.append(f"  ... and {len(bad) - MAX_LISTED_FILES} more")
+    return "\n".join(lines)
 
 
 def to_rgb8(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -22,9 +22,12 @@ from svi_jax.data.image_io import (
     SKIMAGE_VALIDATION_PHOTOS,
     DataError,
     MissingImageError,
+    bad_images_text,
+    failure_reason,
     list_images,
     load_image,
     skimage_photos,
+    skipped_images_line,
     to_rgb8,
 )
 from svi_jax.weights.export import ExportError, load_exported_model, params_hash
@@ -122,12 +125,17 @@ def load_model(
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A named, sized, re-iterable list of images (loaded lazily, one at a time)."""
+    """A named, sized, re-iterable list of images (loaded lazily, one at a time).
+
+    `notes`: lines for the user found while listing and checking the images (files skipped
+    for their extension, multi-frame files of which the first frame is used); eval.py prints
+    them before the run."""
 
     source: str
     names: tuple[str, ...]
     loader: object  # callable(index) -> uint8 (H, W, 3)
     sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per image when known up front
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -144,25 +152,36 @@ class Dataset:
 
 
 def _folder(path: pathlib.Path) -> Dataset:
+    """Every image under `path`, each decoded once up front (milliseconds each; the run loads
+    them again one at a time): all the files that do not decode are named in one error before
+    any compilation or model work, rather than one per run halfway through it. The sizes
+    decide the metrics."""
+    skipped: list[str] = []
     try:
-        files = list_images(path)
+        files = list_images(path, skipped)
     except DataError as error:
         raise EvalInputError(str(error)) from None
-    if not files:
-        raise EvalInputError(f"no images in {path} (looked for .jpg, .jpeg, .png, .webp)")
     root = path if path.is_dir() else path.parent
     names = tuple(f.relative_to(root).as_posix() for f in files)
+    notes = [line] if (line := skipped_images_line(path, skipped)) else []
+    sizes, bad = [], []
+    for file in files:
+        try:
+            sizes.append(load_image(file, notes).shape[:2])
+        except DataError as error:
+            bad.append((file, failure_reason(error)))
+    if bad:
+        raise EvalInputError(
+            f"{bad_images_text(bad, len(files), f'--data {path}')}\nfix or remove them"
+        )
 
     def load(i: int) -> np.ndarray:
         try:
             return load_image(files[i])
-        except (DataError, MissingImageError) as error:
+        except (DataError, MissingImageError) as error:  # changed since the check
             raise EvalInputError(str(error)) from None
 
-    # Decode every file once up front (milliseconds each), so a corrupt image stops the run
-    # before any model work rather than halfway through it; the sizes decide the metrics.
-    sizes = tuple(load(i).shape[:2] for i in range(len(files)))
-    return Dataset(str(path), names, load, sizes)
+    return Dataset(str(path), names, load, tuple(sizes), tuple(notes))
 
 
 def _tfds(spec: str) -> Dataset:
