@@ -13,7 +13,8 @@ Functions (all lowered on abstract arguments, nothing runs):
                               flat draws + host slicing; "warm" with --cache)
   step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
                               device batch 2 of the config's crop, M = config.loss.num_samples
-  eval/validation             the training loop's validation pass (evaluation_pass + LPIPS)
+  eval/validation             the training loop's validation pass (evaluation_pass, MSE, bpp)
+  eval/validation_lpips       its LPIPS (a static crop: one compilation per original size)
   eval/estimated_bits, eval/synthesize   the evaluation runner's jitted passes
   codec/analyze, codec/reconstruct (the codec's entropy path is integer numpy: not jitted)
 
@@ -81,12 +82,15 @@ def functions(name: str):
 
     val = Validator(config, model, load_lpips_params("alex"), [])
     crop = config.data.val_crop
+    hw = sds((2,), jnp.int32)  # the original size is data: one compilation per padded shape
     yield (
         "eval/validation",
         val._evaluate,
-        (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key)),
-        {"hw": (crop, crop)},
+        (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key), hw),
+        {},
     )
+    x = sds((val.num_samples, crop, crop, 3))
+    yield "eval/validation_lpips", val._lpips, (sds((1, crop, crop, 3)), x), {"hw": (crop, crop)}
     h, w = EVAL_HW[name]
     c = model.latent_channels
     lh, lw = h // DOWNSCALE_Y, w // DOWNSCALE_Y
