@@ -18,7 +18,6 @@ Prints a JSON summary on the last line.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import pathlib
 import time
@@ -32,6 +31,7 @@ import svi_jax
 from svi_jax.codec import Codec, info
 from svi_jax.codec import format as fmt
 from svi_jax.codec.wavefront import get_schedule
+from svi_jax.configs import load_config_or_exit
 from svi_jax.data.image_io import load_image, skimage_photos
 from svi_jax.nn.entropy_models import bits, gaussian_likelihood
 from svi_jax.nn.model import ProgressiveSIC
@@ -129,7 +129,11 @@ def print_rate_table(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument(
+        "--config",
+        default="paper",
+        help="config name (tiny, paper, demo) or path (configs/tiny.py)",
+    )
     ap.add_argument("--checkpoint", default=None, help="export / workdir (overrides --config)")
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--height", type=int, default=512)
@@ -149,7 +153,7 @@ def main() -> None:
         codec = Codec(params, cfg, digest)
         args.config = args.checkpoint
     else:
-        cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
+        cfg = load_config_or_exit(ap, args.config)
         model = svi_jax.build_model(cfg.model)
         params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
         t0 = time.perf_counter()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import time
 
 import _report
@@ -36,6 +35,7 @@ import numpy as np
 
 import svi_jax
 from svi_jax.codec import Codec, detail_uniform
+from svi_jax.configs import load_config_or_exit
 from svi_jax.evaluation import runner
 from svi_jax.evaluation.runner import _estimated_bits, _synthesize
 from svi_jax.metrics import dists_distance, ms_ssim, psnr
@@ -53,7 +53,11 @@ def _time(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument(
+        "--config",
+        default="paper",
+        help="config name (tiny, paper, demo) or path (configs/tiny.py)",
+    )
     ap.add_argument(
         "--size", default="256", help="image size: N (square) or WxH, multiples of 64 (768x512)"
     )
@@ -69,7 +73,7 @@ def main() -> None:
 
     width, _, height = args.size.partition("x")
     width, height = int(width), int(height or width)
-    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
+    cfg = load_config_or_exit(ap, args.config)
     model = svi_jax.build_model(cfg.model)
     t0 = time.perf_counter()
     params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter

@@ -10,7 +10,6 @@ Images: a folder (recursive, sorted), a single image file, the scikit-image phot
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 from collections.abc import Iterator
@@ -56,19 +55,18 @@ def _centre_crop(image, size: int):
 
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """`get_config()` of a configs/<name>.py file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_svi_eval_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    """`get_config()` of a config name (tiny, paper, demo) or a configs/<name>.py file
+    (`svi_jax.configs.load_config`).
+
+    Raises:
+      EvalInputError: unknown name, missing file, or a file that fails to load.
+    """
+    from svi_jax.configs import ConfigError, load_config
+
     try:
-        spec.loader.exec_module(module)
-        return module.get_config()
-    except Exception as error:  # a user's config file can fail in any way
-        raise EvalInputError(
-            f"cannot load config {path}: {type(error).__name__}: {error}"
-        ) from None
+        return load_config(path)
+    except ConfigError as error:
+        raise EvalInputError(str(error)) from None
 
 
 def _model_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
