@@ -28,7 +28,7 @@ from svi_jax.metrics.lpips import load_lpips_params
 REMAT = {"on": True, "off": False, "auto": "auto"}  # --remat value -> model.remat
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--config",
@@ -54,13 +54,24 @@ def main() -> None:
         help="attention windows per chunk (0: all); default: the config's attention_chunk_windows",
     )
     ap.add_argument("--compile-only", action="store_true", help="report XLA's memory estimate only")
-    args = ap.parse_args()
+    return ap
 
+
+def configure(argv=None):
+    """(parsed flags, config) with --remat / --chunk applied only when given."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
     cfg = load_config_or_exit(ap, args.config)
     if args.remat is not None:  # else the config's own setting (paper.py: "auto")
-        cfg.model.remat = REMAT[args.remat]
+        with cfg.model.ignore_type():  # a bool or "auto", whichever type the config holds
+            cfg.model.remat = REMAT[args.remat]
     if args.chunk is not None:
         cfg.model.attention_chunk_windows = args.chunk
+    return args, cfg
+
+
+def main() -> None:
+    args, cfg = configure()
     model = svi_jax.build_model(cfg.model)
     params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
     lpips_params = load_lpips_params("alex")
