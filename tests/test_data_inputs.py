@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import eval as eval_cli
-from svi_jax.data import image_io
+from svi_jax.data import checks, image_io
 from svi_jax.data import loader as dp
 from svi_jax.evaluation import sources
 from svi_jax.training import preflight
@@ -74,9 +74,9 @@ def test_files_with_another_image_extension_are_named_in_one_line(tmp_path, capl
     skipped: list[str] = []
     dp.list_images(tmp_path / "train", skipped)
     assert skipped == ["photo.HEIC", "sub/icon.ico", "x.avif"]
-    line = image_io.skipped_images_line(tmp_path / "train", skipped)
+    line = checks.skipped_images_line(tmp_path / "train", skipped)
     assert "\n" not in line and line.startswith("3 file(s) under") and "sub/icon.ico" in line
-    assert image_io.skipped_images_line(tmp_path, []) is None
+    assert checks.skipped_images_line(tmp_path, []) is None
 
     dataset = sources.load_dataset(str(tmp_path / "train"))
     assert dataset.notes == (line,)
@@ -116,13 +116,13 @@ def test_eval_names_every_bad_image_at_once(tmp_path):
 
 
 def test_eval_caps_the_list_of_bad_images(tmp_path, capsys):
-    _bad_folder(tmp_path / "imgs", image_io.MAX_LISTED_FILES + 5)
+    _bad_folder(tmp_path / "imgs", checks.MAX_LISTED_FILES + 5)
     with pytest.raises(sources.EvalInputError) as caught:
         sources.load_dataset(str(tmp_path / "imgs"))
     assert eval_cli._error(str(caught.value)) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("eval.py: error: 25 of 27 images in --data")
-    assert len(err) == 1 + image_io.MAX_LISTED_FILES + 2  # count, 20 files, "and 5 more", hint
+    assert len(err) == 1 + checks.MAX_LISTED_FILES + 2  # count, 20 files, "and 5 more", hint
     assert err[-2] == "  ... and 5 more" and "fix or remove them" in err[-1]
 
 

@@ -24,9 +24,9 @@ format the codec writes (`OUTPUT_FORMATS`: PNG, JPEG, WebP, BMP, TIFF, PPM) unde
 Pillow registers for it, plus GIF (first frame) and the rest of the PNM family. This one list
 serves the training loader, eval.py and svi-codec. Files whose extension names another image
 format (`OTHER_IMAGE_EXTENSIONS`: .heic, .avif, .ico, ...) are skipped; `list_images(path,
-skipped=[...])` collects them and `skipped_images_line` says so in one line. Images are written
-(`save_image`) in the format their file name says (`OUTPUT_FORMATS`), atomically.
-`find_bad_images` decodes a list of files and `bad_images_text` reports every failure at once.
+skipped=[...])` collects them and `svi_jax.data.checks.skipped_images_line` says so in one
+line. Images are written (`save_image`) in the format their file name says (`OUTPUT_FORMATS`),
+atomically.
 
 Built-in data: `SKIMAGE_PHOTOS`, colour photos bundled with scikit-image (no download);
 `write_skimage_split(root)` writes them as PNGs into root/train and root/val so they go
@@ -75,8 +75,6 @@ OTHER_IMAGE_EXTENSIONS = frozenset(
     ".dds .exr .hdr .pfm .svg .mpo .pcx .sgi .rgb .rgba .bw .ras .xbm .xpm .blp .msp .im "
     ".dng .cr2 .cr3 .nef .arw .orf .rw2 .raf .raw".split()
 )
-# At most this many files are named one per line in `bad_images_text` (then "and N more").
-MAX_LISTED_FILES = 20
 
 PathLike = str | os.PathLike
 
@@ -137,7 +135,7 @@ def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
 
     skipped: when a list, gets (sorted) the paths relative to `path` of the files left out
       although their extension names another image format (`OTHER_IMAGE_EXTENSIONS`);
-      `skipped_images_line` turns them into one line for the user.
+      `svi_jax.data.checks.skipped_images_line` turns them into one line for the user.
 
     Raises:
       DataError: `path` does not exist, or holds no file with an accepted extension.
@@ -176,50 +174,6 @@ def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
         )
     found.sort(key=lambda item: item[0])
     return [full for _, full in found]
-
-
-def skipped_images_line(root: PathLike, skipped: Sequence[str], limit: int = 5) -> str | None:
-    """One line naming the files `list_images(root, skipped=...)` left out (None if none)."""
-    if not skipped:
-        return None
-    shown = ", ".join(skipped[:limit]) + (
-        f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
-    )
-    return (
-        f"{len(skipped)} file(s) under {root} look like images but are skipped (extension not "
-        f"read by svi_jax): {shown}; convert them to one of {_extensions_text()}"
-    )
-
-
-def find_bad_images(
-    files: Sequence[PathLike], notes: list[str] | None = None
-) -> list[tuple[Path, str]]:
-    """Decodes every file (as `load_image` does); [(file, one-line reason)] of those that fail.
-
-    notes: as for `load_image` (multi-frame files). Costs one full decode per file.
-    """
-    bad = []
-    for file in files:
-        try:
-            load_image(file, notes)
-        except DataError as error:
-            bad.append((Path(file), failure_reason(error)))
-    return bad
-
-
-def failure_reason(error: DataError) -> str:
-    """One line: why `load_image` failed, in the decoder's words (without its file prefix)."""
-    return safety.one_line(error.__cause__ or error)
-
-
-def bad_images_text(bad: Sequence[tuple[Path, str]], total: int, where: str) -> str:
-    """A count line, then one "  file: reason" line per bad file (at most MAX_LISTED_FILES,
-    then "  ... and N more")."""
-    lines = [f"{len(bad)} of {total} images in {where} cannot be decoded:"]
-    lines += [f"  {file}: {reason}" for file, reason in bad[:MAX_LISTED_FILES]]
-    if len(bad) > MAX_LISTED_FILES:
-        lines.append(f"  ... and {len(bad) - MAX_LISTED_FILES} more")
-    return "\n".join(lines)
 
 
 def to_rgb8(image: Image.Image | np.ndarray) -> np.ndarray:

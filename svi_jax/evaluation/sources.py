@@ -17,16 +17,14 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from svi_jax.data.checks import bad_images_text, failure_reason, skipped_images_line
 from svi_jax.data.image_io import (
     SKIMAGE_VALIDATION_PHOTOS,
     DataError,
     MissingImageError,
-    bad_images_text,
-    failure_reason,
     list_images,
     load_image,
     skimage_photos,
-    skipped_images_line,
     to_rgb8,
 )
 from svi_jax.weights.export import ExportError, load_exported_model, params_hash

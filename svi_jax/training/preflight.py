@@ -31,13 +31,8 @@ import jax
 import ml_collections
 from PIL import Image
 
-from svi_jax.data.image_io import (
-    DataError,
-    bad_images_text,
-    find_bad_images,
-    list_images,
-    skipped_images_line,
-)
+from svi_jax.data.checks import bad_images_text, find_bad_images, skipped_images_line
+from svi_jax.data.image_io import DataError, list_images
 from svi_jax.nn.model import DOWNSCALE_Z
 from svi_jax.safety import is_within, one_line
 from svi_jax.weights.export import EXECUTION_ONLY_FIELDS, ExportError, load_exported_model
