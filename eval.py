@@ -15,9 +15,11 @@ listed under "unavailable" for that image; FID/KID from no more patches than the
 dimension are flagged ("too_few_patches"). An --out whose files would replace an input is
 refused before any work, and so is an --out inside the --data folder (its plots would be read
 as images by the next run); results are written only at the end, each file atomically.
-A mistake in a flag or an input (a corrupt image, a missing checkpoint, --levels 9-5) prints
-one line, `eval.py: error: ...` naming the flag or file, and exits with status 1 (2 only
-for argparse's usage errors, as in svi-codec). Sizes print as W x H.
+A mistake in a flag or an input (a missing checkpoint, --levels 9-5) prints one line,
+`eval.py: error: ...` naming the flag or file, and exits with status 1 (2 only for argparse's
+usage errors, as in svi-codec); images that do not decode are all named at once (a count, then
+one line per file, the first 20) before anything is compiled. Files with an image extension that
+svi_jax does not read (.heic, .avif, ...) are named in one note. Sizes print as W x H.
 """
 
 import argparse
@@ -70,10 +72,15 @@ def parse_levels(text: str | None) -> tuple[int, ...] | None:
 
 
 def _error(message: str) -> int:
-    """One line on stderr as train.py and svi-codec print it; exit status 1 (README)."""
+    """One line on stderr as train.py and svi-codec print it; exit status 1 (README). A
+    message of several lines (a count, then one line per bad image) keeps its lines, each cut
+    to one line."""
     from svi_jax.safety import one_line
 
-    print(f"{PROG}: error: {one_line(ValueError(message), 1000)}", file=sys.stderr)
+    first, *rest = message.split("\n")
+    print(f"{PROG}: error: {one_line(ValueError(first), 1000)}", file=sys.stderr)
+    for line in rest:
+        print(f"  {one_line(ValueError(line), 1000)}", file=sys.stderr)
     return 1
 
 
@@ -157,7 +164,10 @@ def main(argv=None) -> int:
         ev.runner.check_settings(settings, source.config.model.num_slices)  # before any work
         for path in args.compare:  # a bad --compare file: now, not after the long run
             ev.load_curve(path)
+        # Every image decoded, all bad files named at once, before anything is compiled.
         dataset = ev.load_dataset(args.data)
+        for note in dataset.notes:  # skipped extensions, multi-frame files
+            print(f"note: {note}", file=sys.stderr)
         inception = args.inception
         if inception is None:
             found = ev.find_inception_weights()

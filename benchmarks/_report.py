@@ -213,6 +213,14 @@ def throughput(
     return out
 
 
+def mfu_text(perf: dict) -> str:
+    """'MFU 7.2% (bfloat16 dense peak 989 TFLOP/s)' or 'MFU: n/a (no peak figure for this
+    device)' from a `throughput` result: one phrase, never "None"."""
+    if perf.get("mfu") is None:
+        return f"MFU: {perf['mfu_peak']}"
+    return f"MFU {perf['mfu']:.1%} ({perf['mfu_peak']})"
+
+
 def official_ratios(seconds: float, peak_gib: float | None, what: str) -> dict:
     """official / ours for time (> 1: faster than official) and ours / official for memory
     (< 1: less memory), against the official figure `what` ('train_step' or 'test_768x512')

@@ -3,6 +3,7 @@ jitted function of svi_jax, for configs/tiny.py and configs/paper.py.
 
     python benchmarks/compile.py                         # both configs, every function
     python benchmarks/compile.py --configs tiny --only step/main
+    python benchmarks/compile.py --configs configs/tiny.py   # a name or a config file
     python benchmarks/compile.py --no-compile            # trace + lower only (HLO sizes)
     python benchmarks/compile.py --cache /tmp/xla        # twice: the 2nd run is warm (svi_jax/
                                                          # compilation.py's persistent cache)
@@ -13,17 +14,21 @@ Functions (all lowered on abstract arguments, nothing runs):
                               flat draws + host slicing; "warm" with --cache)
   step/warming|main|gan       the training step of each phase (svi_jax.training.steps), per
                               device batch 2 of the config's crop, M = config.loss.num_samples
-  eval/validation             the training loop's validation pass (evaluation_pass + LPIPS)
+  eval/validation             the training loop's validation pass (evaluation_pass, MSE, bpp)
+  eval/validation_lpips       its LPIPS (a static crop: one compilation per original size)
   eval/estimated_bits, eval/synthesize   the evaluation runner's jitted passes
   codec/analyze, codec/reconstruct (the codec's entropy path is integer numpy: not jitted)
 
 Columns: trace_s, lower_s, compile_s (wall-clock seconds: a loaded shared CPU gives noisy
 numbers, compare ratios), cpu_s (CPU seconds of the compilation, all threads: steadier),
-hlo (instructions of the HLO jax emits), hlo_opt (instructions after XLA's passes),
+hlo_compute (compute instructions of the HLO jax emits: what README and tests/test_compile.py
+quote, 9,806 for the tiny main step), hlo_all (the same HLO with the printer's bookkeeping:
+parameter, tuple, get-tuple-element, constant, call), hlo_opt (instructions after XLA's passes),
 kernels (fusions XLA made), distinct (the distinct ones: XLA:CPU compiles each distinct fused
 computation once; an upper-bound proxy of its kernel compiler's work, in which large kernels
 weigh most), temp_GiB (XLA's temporary-buffer
-estimate). Compilation is cold unless --cache (or $JAX_COMPILATION_CACHE_DIR) names a cache.
+estimate); "-" where there is no value (--no-compile, a backend without the analysis).
+Compilation is cold unless --cache (or $JAX_COMPILATION_CACHE_DIR) names a cache.
 Eval and codec images: 128x128 (tiny) and 768x512 (paper, the issue's eval image).
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -39,7 +45,7 @@ import jax.numpy as jnp
 
 from svi_jax.codec import api as codec_api
 from svi_jax.compilation import enable_persistent_cache
-from svi_jax.configs import paper, tiny
+from svi_jax.configs import ConfigError, load_config
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
 from svi_jax.metrics.lpips import load_lpips_params
@@ -47,8 +53,7 @@ from svi_jax.nn.model import DOWNSCALE_Y, build_model, init_params
 from svi_jax.training import steps
 from svi_jax.training.validation import Validator
 
-CONFIGS = {"tiny": tiny, "paper": paper}
-EVAL_HW = {"tiny": (128, 128), "paper": (512, 768)}
+EVAL_HW = {"tiny": (128, 128), "paper": (512, 768)}  # other configs: the paper's 768x512
 PER_DEVICE_BATCH = 2
 f32 = jnp.float32
 
@@ -70,7 +75,7 @@ def step_args(config, model, phase: str):
 
 def functions(name: str):
     """Yield (label, jitted, args, kwargs) for config `name`."""
-    config = CONFIGS[name].get_config()
+    config = load_config(name)
     model = build_model(config.model)
     key = jax.random.key_data(jax.random.PRNGKey(0))
     yield "init_params", jax.jit(lambda k: init_params(model, k)), (sds(key.shape, key.dtype),), {}
@@ -81,13 +86,16 @@ def functions(name: str):
 
     val = Validator(config, model, load_lpips_params("alex"), [])
     crop = config.data.val_crop
+    hw = sds((2,), jnp.int32)  # the original size is data: one compilation per padded shape
     yield (
         "eval/validation",
         val._evaluate,
-        (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key)),
-        {"hw": (crop, crop)},
+        (params, sds((1, crop, crop, 3)), sds((), jnp.int32), abstract(val.key), hw),
+        {},
     )
-    h, w = EVAL_HW[name]
+    x = sds((val.num_samples, crop, crop, 3))
+    yield "eval/validation_lpips", val._lpips, (sds((1, crop, crop, 3)), x), {"hw": (crop, crop)}
+    h, w = EVAL_HW.get(pathlib.Path(name).stem, EVAL_HW["paper"])
     c = model.latent_channels
     lh, lw = h // DOWNSCALE_Y, w // DOWNSCALE_Y
     n = runner.default_synthesis_batch()
@@ -127,10 +135,10 @@ def eager_init_seconds(name: str, cache: str) -> float:
     code = (
         "import time, jax\n"
         "from svi_jax.compilation import enable_persistent_cache\n"
-        f"from svi_jax.configs import {name} as c\n"
+        "from svi_jax.configs import load_config\n"
         "from svi_jax.nn.model import build_model, init_params\n"
         f"{setup}\n"
-        "model = build_model(c.get_config().model)\n"
+        f"model = build_model(load_config({name!r}).model)\n"
         "start = time.perf_counter()\n"
         "jax.block_until_ready(init_params(model, jax.random.PRNGKey(1)))\n"
         "print(time.perf_counter() - start)\n"
@@ -139,25 +147,64 @@ def eager_init_seconds(name: str, cache: str) -> float:
     return float(done.stdout.split()[-1])
 
 
+def _cell(value, spec: str, width: int) -> str:
+    """`value` formatted with `spec`, right-aligned in `width`; "-" when there is none."""
+    text = "-" if value is None else format(value, spec)
+    return f"{text:>{width}}"
+
+
+COLUMNS = (  # (header, CompileReport field or None for temp_GiB, format, width)
+    ("trace_s", "trace_s", ".2f", 8),
+    ("lower_s", "lower_s", ".2f", 8),
+    ("compile_s", "compile_s", ".2f", 9),
+    ("cpu_s", "compile_cpu_s", ".2f", 7),
+    ("hlo_compute", "hlo_compute", "d", 11),
+    ("hlo_all", "hlo_lowered", "d", 7),
+    ("hlo_opt", "hlo_compiled", "d", 7),
+    ("kernels", "fusions", "d", 7),
+    ("distinct", "distinct_fusions", "d", 8),
+    ("temp_GiB", None, ".3f", 8),
+)
+
+
+def table_row(name: str, label: str, r) -> str:
+    temp = None if r.temp_bytes is None else r.temp_bytes / 2**30
+    cells = [
+        _cell(temp if field is None else getattr(r, field), spec, width)
+        for _, field, spec, width in COLUMNS
+    ]
+    return f"{name:6} {label:22} " + " ".join(cells)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--configs", default="tiny,paper", help="comma-separated: tiny, paper")
+    ap.add_argument(
+        "--configs",
+        default="tiny,paper",
+        help="comma-separated config names (tiny, paper, demo) or paths (configs/tiny.py)",
+    )
     ap.add_argument("--only", default="", help="substring filter on function labels")
     ap.add_argument("--no-compile", action="store_true", help="trace and lower only")
     ap.add_argument("--json", action="store_true", help="one JSON line per function")
     ap.add_argument("--cache", default="", help="persistent compilation cache folder (warm runs)")
     args = ap.parse_args()
+    names = args.configs.split(",")
+    for name in names:  # every one checked before the first (slow) compilation
+        try:
+            load_config(name)
+        except ConfigError as error:
+            ap.exit(2, f"{ap.prog}: error: {error}\n")
     cache = (
         enable_persistent_cache(args.cache) if args.cache else jax.config.jax_compilation_cache_dir
     )
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}")
     print(f"persistent compilation cache: {cache or 'off (cold compiles)'}")
-    header = f"{'config':6} {'function':22} {'trace_s':>8} {'lower_s':>8} {'compile_s':>9}"
-    header += f" {'cpu_s':>7} {'hlo':>7} {'hlo_opt':>7} {'kernels':>7} {'distinct':>8}"
-    header += f" {'temp_GiB':>8}"
+    header = f"{'config':6} {'function':22} " + " ".join(
+        f"{title:>{width}}" for title, _, _, width in COLUMNS
+    )
     if not args.json:
         print(header)
-    for name in args.configs.split(","):
+    for name in names:
         for label, fn, fargs, kwargs in functions(name):
             if args.only and args.only not in label:
                 continue
@@ -172,17 +219,7 @@ def main() -> None:
                     row = {"config": name, "function": "init_params (eager)", "wall_s": eager}
                     print(json.dumps({**row, "cache": bool(cache)}), flush=True)
                 continue
-            temp = "-" if r.temp_bytes is None else f"{r.temp_bytes / 2**30:.3f}"
-            opt, kernels, distinct = (
-                "-" if v is None else str(v)
-                for v in (r.hlo_compiled, r.fusions, r.distinct_fusions)
-            )
-            print(
-                f"{name:6} {label:22} {r.trace_s:8.2f} {r.lower_s:8.2f} {r.compile_s:9.2f}"
-                f" {r.compile_cpu_s:7.2f} {r.hlo_lowered:7d} {opt:>7} {kernels:>7} {distinct:>8}"
-                f" {temp:>8}",
-                flush=True,
-            )
+            print(table_row(name, label, r), flush=True)
             if eager is not None:
                 print(
                     f"{name:6} {'init_params (eager)':22} {eager:8.2f} s wall, {warmth}, fresh"

@@ -1,8 +1,9 @@
-"""Benchmark: evaluating all 16 levels of one image, batched (eval.py) vs 16 official passes.
+"""Benchmark: evaluating all 16 levels of one image, batched (eval.py) vs the official protocol.
 
 "ours" is the network work eval.py does per image: one pass of g_a, h_a, h_s and the context
 model for the rate estimate, then the 16 level syntheses in one batch (`--synthesis-batch`).
-"official" is the official protocol: 16 separate `test` passes (svi_jax.evaluation_pass, level
+"official protocol, svi-jax model" is svi-jax's own re-implementation of the official
+protocol, run here on the same model: 16 separate `test` passes (svi_jax.evaluation_pass, level
 traced so one compilation serves all levels; each pass runs g_a, h_a, h_s, context, g_s and the
 re-analysis of the reconstruction); each pass returns everything the official `test()` returns
 (reconstruction, latents, rates, likelihoods, synonym/sample distances), so XLA cannot drop the
@@ -10,8 +11,17 @@ re-analysis or the rates. Both are jitted, compiled before timing, measured in t
 process on the same image; metrics are left out of both (identical work). Also printed: the
 compile seconds, peak memory, achieved TFLOP/s, its fraction of a large GEMM's FLOP/s
 measured in the same run (the machine's dense roofline) and MFU (the jaxpr's FLOPs of each
-jitted piece; benchmarks/_report.py) and, on device kinds with an official figure (a 768x512 test()
-pass: 21.7 s on the 2-core CPU, 0.085 s on an H200), the ratios to it. The real range coder
+jitted piece; benchmarks/_report.py) and, on device kinds with a figure of the official PyTorch
+code (a 768x512 test() pass: 21.7 s on the 2-core CPU, 0.085 s on an H200), the ratios to it
+(printed only at --size 768x512; those lines say "PyTorch").
+
+Reading the numbers: the matmul peak is measured now, in this process (one large GEMM): on a
+loaded machine it is lower and varies between runs (1.6x seen on the shared 2-core CPU), so
+compare `of_matmul_peak` only between runs on an idle machine. TFLOP counts the jaxpr's
+dot/convolution FLOPs; "XLA's count" (its cost analysis) is a cross-check that counts a scanned
+(while-loop) body once instead of once per iteration (the Swin stages and the M detail
+samples are scans: about half on CPU) and, on GPUs, leaves out cuBLAS/cuDNN calls. MFU needs a
+datasheet peak for the device: "n/a" on CPUs and unlisted devices. The real range coder
 is timed separately with --with-codec (the official code has none). --with-metrics times the
 per-image metrics of the 16 reconstructions two ways: eval.py's (the original's LPIPS/DISTS
 features computed once) against pairwise calls that recompute them for every reconstruction.
@@ -26,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import time
 
 import _report
@@ -36,10 +45,14 @@ import numpy as np
 
 import svi_jax
 from svi_jax.codec import Codec, detail_uniform
+from svi_jax.configs import load_config_or_exit
 from svi_jax.evaluation import runner
 from svi_jax.evaluation.runner import _estimated_bits, _synthesize
 from svi_jax.metrics import dists_distance, ms_ssim, psnr
 from svi_jax.metrics.lpips import lpips_distance
+
+# svi-jax's re-implementation of the official protocol (not the PyTorch code), on this model.
+PROTOCOL = "official protocol (svi-jax model), 16 separate test passes"
 
 
 def _time(fn, repeats: int) -> float:
@@ -53,7 +66,11 @@ def _time(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument(
+        "--config",
+        default="paper",
+        help="config name (tiny, paper, demo) or path (configs/tiny.py)",
+    )
     ap.add_argument(
         "--size", default="256", help="image size: N (square) or WxH, multiples of 64 (768x512)"
     )
@@ -69,7 +86,7 @@ def main() -> None:
 
     width, _, height = args.size.partition("x")
     width, height = int(width), int(height or width)
-    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
+    cfg = load_config_or_exit(ap, args.config)
     model = svi_jax.build_model(cfg.model)
     t0 = time.perf_counter()
     params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
@@ -101,7 +118,7 @@ def main() -> None:
     runs = [
         (f"ours, synthesis batch {b}", functools.partial(ours, b)) for b in args.synthesis_batch
     ]
-    runs.append(("official, 16 separate test passes", official))
+    runs.append((PROTOCOL, official))
     if not args.synthesis_batch:  # metrics / codec only
         runs = []
     first = {}
@@ -114,7 +131,7 @@ def main() -> None:
     times = {name: _time(fn, args.repeats) for name, fn in runs}
     for name, seconds in times.items():
         t_official = times[runs[-1][0]]
-        ratio = "" if name == runs[-1][0] else f", official/this = {t_official / seconds:.2f}x"
+        ratio = "" if name == runs[-1][0] else f", protocol/this = {t_official / seconds:.2f}x"
         print(f"{name}: {seconds:.3f} s/image{ratio}")
     if runs:
         pieces = {
@@ -157,7 +174,14 @@ def _performance(model, cfg, pieces, rows, times, first, size) -> None:
     peak_gib, peak_kind = _report.peak_memory()
     print(f"peak memory {peak_gib:.2f} GiB ({peak_kind}); dtype {dtype}, precision {precision}")
     matmul_peak = _report.measured_matmul_peak(dtype, precision)
-    print(f"measured matmul peak here: {matmul_peak / 1e12:.4g} TFLOP/s (one large {dtype} GEMM)")
+    print(
+        f"matmul peak measured now: {matmul_peak / 1e12:.4g} TFLOP/s (one large {dtype} GEMM; "
+        "a loaded machine lowers it, and with it the '% of the measured matmul peak' below)"
+    )
+    print(
+        "TFLOP: the jaxpr's dot/conv FLOPs; XLA's count (cost analysis) counts a scanned body "
+        "once, not once per iteration (so it is lower), and misses GPU library calls"
+    )
     for name, parts in rows.items():
         flops = sum(info[key]["flops"] * n for key, n in parts)
         counts = [info[key]["flops_xla"] for key, _ in parts]
@@ -166,28 +190,30 @@ def _performance(model, cfg, pieces, rows, times, first, size) -> None:
             xla = sum(f * n for f, (_, n) in zip(counts, parts, strict=True))
         compile_s = first[name] - times[name]
         perf = _report.throughput(flops, times[name], dtype, precision, matmul_peak)
+        xla_text = "-" if xla is None else f"{xla / 1e12:.3f}"
         print(
             f"{name}: compile {compile_s:.1f} s, {flops / 1e12:.3f} TFLOP "
-            f"(XLA's count: {(xla or 0) / 1e12:.3f}), "
+            f"(XLA's count: {xla_text}), "
             f"{perf['tflops']} TFLOP/s = {perf['of_matmul_peak']:.0%} of the measured matmul "
-            f"peak, MFU {perf['mfu']} ({perf['mfu_peak']})"
+            f"peak, {_report.mfu_text(perf)}"
         )
     official_name = [*rows][-1]
     t_pass = times[official_name] / model.num_slices
-    print(f"one official-protocol test pass (one level): {t_pass:.3f} s")
+    print(f"one test pass of the official protocol (svi-jax model, one level): {t_pass:.3f} s")
     if size != (768, 512):
         return
     ref = _report.official_ratios(t_pass, None, "test_768x512")
     if "official_s" not in ref:
-        print(f"official 768x512 test(): {ref['official']}")
+        print(f"official PyTorch 768x512 test(): {ref['official']}")
         return
     t_official = ref["official_s"]
     print(
-        f"official test() at 768x512 on this device kind: {t_official} s ({ref['official_source']})"
+        f"official PyTorch test() at 768x512 on this device kind: {t_official} s "
+        f"({ref['official_source']})"
     )
-    print(f"  one test pass here: official/this = {t_official / t_pass:.2f}x")
+    print(f"  one test pass here: PyTorch/this = {t_official / t_pass:.2f}x")
     for name in [*rows][:-1]:
-        print(f"  {name}: this/one official pass = {times[name] / t_official:.2f}x (goal <= 2)")
+        print(f"  {name}: this/one PyTorch pass = {times[name] / t_official:.2f}x (goal <= 2)")
 
 
 @functools.partial(jax.jit, static_argnames="with_ms_ssim")

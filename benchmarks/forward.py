@@ -5,13 +5,16 @@ compiled step and the process's peak resident memory. Default: configs/paper.py,
 256x256, M = 5 (the official training step). Example:
 
     python benchmarks/forward.py                       # paper config, as the issue asks
-    python benchmarks/forward.py --config tiny --remat  # quick check
+    python benchmarks/forward.py --config tiny --remat  # quick check, remat on
+    python benchmarks/forward.py --remat off            # paper config without remat
+
+--remat and --chunk default to the config's settings (paper: remat "auto", on for CPU only);
+the line "remat=..." prints what was used.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import resource
 import time
 
@@ -19,25 +22,56 @@ import jax
 import jax.numpy as jnp
 
 import svi_jax
+from svi_jax.configs import load_config_or_exit
 from svi_jax.metrics.lpips import load_lpips_params
 
+REMAT = {"on": True, "off": False, "auto": "auto"}  # --remat value -> model.remat
 
-def main() -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--config", default="paper", help="configs/<name>.py")
+    ap.add_argument(
+        "--config",
+        default="paper",
+        help="config name (tiny, paper, demo) or path (configs/tiny.py)",
+    )
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--samples", type=int, default=5, help="M detail samples")
     ap.add_argument("--level", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3, help="timed steady-state steps")
-    ap.add_argument("--remat", action="store_true", help="rematerialise Swin blocks")
-    ap.add_argument("--chunk", type=int, default=0, help="attention windows per chunk (0: all)")
+    ap.add_argument(
+        "--remat",
+        nargs="?",
+        const="on",
+        choices=REMAT,
+        help="rematerialise Swin blocks: on (also plain --remat), off, or auto (CPU only); "
+        "default: the config's model.remat (paper: auto)",
+    )
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        help="attention windows per chunk (0: all); default: the config's attention_chunk_windows",
+    )
     ap.add_argument("--compile-only", action="store_true", help="report XLA's memory estimate only")
-    args = ap.parse_args()
+    return ap
 
-    cfg = importlib.import_module(f"svi_jax.configs.{args.config}").get_config()
-    cfg.model.remat = args.remat
-    cfg.model.attention_chunk_windows = args.chunk
+
+def configure(argv=None):
+    """(parsed flags, config) with --remat / --chunk applied only when given."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    cfg = load_config_or_exit(ap, args.config)
+    if args.remat is not None:  # else the config's own setting (paper.py: "auto")
+        with cfg.model.ignore_type():  # a bool or "auto", whichever type the config holds
+            cfg.model.remat = REMAT[args.remat]
+    if args.chunk is not None:
+        cfg.model.attention_chunk_windows = args.chunk
+    return args, cfg
+
+
+def main() -> None:
+    args, cfg = configure()
     model = svi_jax.build_model(cfg.model)
     params = svi_jax.init_params(model, jax.random.PRNGKey(0))  # eager: nothing per parameter
     lpips_params = load_lpips_params("alex")
@@ -67,8 +101,9 @@ def main() -> None:
 
     print(f"config={args.config} params={n_params / 1e6:.2f}M device={jax.devices()[0]}")
     print(
-        f"batch={args.batch} size={args.size} M={args.samples} remat={args.remat} "
-        f"attention_chunk_windows={args.chunk}"
+        f"batch={args.batch} size={args.size} M={args.samples} "
+        f"remat={model.remat} (config: {cfg.model.remat!r}) "
+        f"attention_chunk_windows={model.attention_chunk_windows}"
     )
     print(f"compile_s={compile_s:.1f}")
     if times:

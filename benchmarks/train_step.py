@@ -1,8 +1,13 @@
 """Benchmark the training step: compile seconds, seconds/step, peak memory, TFLOP/s, MFU.
 
     python benchmarks/train_step.py                       # configs/paper.py, main phase
+    python benchmarks/train_step.py --config tiny         # a name (tiny, paper, demo) or a path
     python benchmarks/train_step.py --phases=warming,main,gan --steps=32 \
         --config.model.remat=True                         # any config field can be overridden
+
+Run length: --steps defaults to 32 on a GPU/TPU and to 4 on CPU (--warmup 2 / 1), where one
+paper step takes about a minute on 2 cores (32 steps: ~35 min). After the first step the
+estimated time of the remaining steps is printed (stderr) before they run.
 
 Per phase: one step is compiled, then `--steps` steps run on random batches of
 `--per_device_batch` x crop x crop per device (paper: 2 x 256 x 256, M = 5); the number of
@@ -11,9 +16,12 @@ state excludes the first `--warmup` steps. Peak memory is the device's peak_byte
 when it reports one, else the process's peak resident set (CPU). Prints one JSON line/phase
 with lower/compile seconds, TFLOP/s, MFU (the model's FLOPs counted from the jaxpr of the step
 without rematerialisation), HFU (the FLOPs of the step that runs, recomputation included) and
-XLA's own FLOP count as a cross-check (it misses GPU library calls; benchmarks/_report.py),
-the measured FLOP/s of one large GEMM in the step's dtype (`matmul_peak_tflops`, the machine's
-dense roofline, measured in the same run) with the fraction of it reached (`of_matmul_peak`
+XLA's own FLOP count as a cross-check (`flops_xla`: it counts a scanned body once, not per
+iteration, so it is lower than the jaxpr's count, and misses GPU library calls;
+benchmarks/_report.py), the measured FLOP/s of one large GEMM in the step's dtype
+(`matmul_peak_tflops`, the machine's dense roofline, measured now, in the same run: a loaded
+machine lowers it, 1.6x seen between runs on the shared CPU, so compare `of_matmul_peak` only
+across runs on an idle machine) with the fraction of it reached (`of_matmul_peak`
 for the model's FLOPs, `hfu_of_matmul_peak` for the executed ones) and,
 in the official setting (main phase, paper model, 2 x 256 x 256 per device, M = 5), the ratios
 to the official PyTorch step on the same device kind (speedup > 1: faster; memory < 1: smaller).
@@ -25,6 +33,7 @@ to the official PyTorch step on the same device kind (speedup > 1: faster; memor
 
 import json
 import pathlib
+import sys
 import time
 
 import _profile_summary
@@ -36,6 +45,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
+from svi_jax.configs import ConfigError, resolve_config_path
 from svi_jax.metrics.lpips import load_lpips_params
 from svi_jax.nn.model import build_model
 from svi_jax.tracing import trace_count
@@ -47,8 +57,15 @@ config_flags.DEFINE_config_file(
     "config", str(ROOT / "svi_jax" / "configs" / "paper.py"), "Config file."
 )
 flags.DEFINE_string("phases", "main", "Comma-separated phases to benchmark.")
-flags.DEFINE_integer("steps", 32, "Steps per phase (after compilation).")
-flags.DEFINE_integer("warmup", 2, "Steps excluded from the steady-state timing.")
+flags.DEFINE_integer(
+    "steps",
+    None,
+    "Steps per phase after compilation (default: 32 on a GPU/TPU, 4 on CPU, where a paper "
+    "step takes about a minute on 2 cores; the estimated time is printed after the first step).",
+)
+flags.DEFINE_integer(
+    "warmup", None, "Steps excluded from the steady-state timing (default: 2; 1 on CPU)."
+)
 flags.DEFINE_integer("per_device_batch", 2, "Images per device.")
 flags.DEFINE_string(
     "profile",
@@ -58,6 +75,16 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile trace.")
 FLAGS = flags.FLAGS
+
+
+MATMUL_PEAK_NOTE = (
+    "measured now (one large GEMM, this process): a loaded machine lowers it (1.6x seen between "
+    "runs on a shared CPU), and with it of_matmul_peak's meaning"
+)
+FLOPS_XLA_NOTE = (
+    "XLA's cost analysis: counts a scanned (while-loop) body once, not once per iteration "
+    "(so lower than flops_jaxpr) and leaves out GPU library calls; MFU uses the jaxpr"
+)
 
 
 def official_setting(config, phase: str) -> bool:
@@ -91,6 +118,8 @@ def performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_m
         "hfu": hardware["mfu"],
         "hfu_of_matmul_peak": hardware["of_matmul_peak"],
         "matmul_peak_tflops": round(matmul_peak / 1e12, 4),
+        "matmul_peak_note": MATMUL_PEAK_NOTE,
+        "flops_xla_note": FLOPS_XLA_NOTE,
         "peak_memory_gib": round(peak_gib, 3),
         "peak_memory_kind": peak_kind,
     }
@@ -132,13 +161,21 @@ def bench_phase(config, phase: str) -> dict:
     state, metrics = compiled(state, batches[0])
     jax.block_until_ready(metrics)
     first_run_s = time.perf_counter() - t0
+    num_steps, warmup = run_length()
+    print(
+        f"{phase}: compiled in {info['lower_s'] + info['compile_s']:.0f} s, first step "
+        f"{first_run_s:.1f} s: the {num_steps} timed steps (--steps) take about "
+        f"{estimate_text(first_run_s * num_steps)}",
+        file=sys.stderr,
+        flush=True,
+    )
     times = []
-    for i in range(FLAGS.steps):
+    for i in range(num_steps):
         t0 = time.perf_counter()
         state, metrics = compiled(state, batches[i % 2])
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
-    steady = times[FLAGS.warmup :] or times
+    steady = times[warmup:] or times
     if FLAGS.profile:
         trace_dir = pathlib.Path(FLAGS.profile) / phase
         with jax.profiler.trace(str(trace_dir)):
@@ -176,6 +213,38 @@ def bench_phase(config, phase: str) -> dict:
     }
 
 
+def run_length() -> tuple[int, int]:
+    """(--steps, --warmup), their defaults chosen for the backend (CPU: a short run)."""
+    cpu = jax.default_backend() == "cpu"
+    steps_default, warmup_default = (4, 1) if cpu else (32, 2)
+    num_steps = steps_default if FLAGS.steps is None else FLAGS.steps
+    return num_steps, warmup_default if FLAGS.warmup is None else FLAGS.warmup
+
+
+def estimate_text(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def resolve_config_argv(argv: list[str]) -> list[str]:
+    """--config NAME -> the file of that config (absl's config_flags takes a path only), so
+    the flag takes a name (tiny, paper, demo) or a path as every benchmark does. An unknown
+    one ends the program with one line naming the known names (SystemExit, status 2)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            index, value, prefix = i + 1, out[i + 1], ""
+        elif arg.startswith("--config="):
+            index, value, prefix = i, arg[len("--config=") :], "--config="
+        else:
+            continue
+        spec, colon, extra = value.partition(":")  # absl's "path:argument" form
+        try:
+            out[index] = prefix + str(resolve_config_path(spec)) + colon + extra
+        except ConfigError as error:
+            raise SystemExit(f"train_step.py: error: {error}") from None
+    return out
+
+
 def main(argv):
     del argv
     for phase in FLAGS.phases.split(","):
@@ -183,4 +252,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=resolve_config_argv(sys.argv))

@@ -102,6 +102,14 @@ def test_throughput_reports_the_fraction_of_a_measured_matmul_peak():
     assert "of_matmul_peak" not in _report.throughput(3e12, 2.0, "float32", "highest")
 
 
+def test_mfu_is_one_phrase_with_or_without_a_peak():
+    assert _report.mfu_text({"mfu": None, "mfu_peak": "n/a (no peak figure for this device)"}) == (
+        "MFU: n/a (no peak figure for this device)"
+    )
+    perf = {"mfu": 0.0723, "mfu_peak": "bfloat16 dense peak 989 TFLOP/s"}
+    assert _report.mfu_text(perf) == "MFU 7.2% (bfloat16 dense peak 989 TFLOP/s)"
+
+
 def test_compile_benchmark_lowers_every_function_it_lists():
     """benchmarks/compile.py's table (what the GPU suite runs): every jitted function of the
     tiny config traces and lowers with the arguments the benchmark builds (a signature change
@@ -113,12 +121,17 @@ def test_compile_benchmark_lowers_every_function_it_lists():
     labels = []
     for label, fn, args, kwargs in compile_benchmark.functions("tiny"):
         report = compile_report(fn, *args, compile=False, **kwargs)
-        assert report.hlo_lowered > 1000, label
+        assert report.hlo_lowered > report.hlo_compute > 100, label
+        row = compile_benchmark.table_row("tiny", label, report)
+        # not compiled: every compile column "-" (never "nan"); the HLO sizes are there
+        assert "nan" not in row and row.split()[4:6] == ["-", "-"], row
+        assert row.split()[6:8] == [str(report.hlo_compute), str(report.hlo_lowered)], row
         labels.append(label)
     assert labels == [
         "init_params",
         *(f"step/{phase}" for phase in ("warming", "main", "gan")),
         "eval/validation",
+        "eval/validation_lpips",
         "eval/estimated_bits",
         "eval/synthesize",
         "codec/analyze",

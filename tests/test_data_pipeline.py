@@ -167,7 +167,9 @@ def test_undecodable_file_is_skipped_counted_and_logged_once(tmp_path: Path, cap
 def test_unusable_paths_raise_data_error(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(dp.DataError, match=r"(?s)empty.*\.jpg, \.jpeg, \.png, \.webp"):
+    with pytest.raises(
+        dp.DataError, match=r"(?s)empty.*\.jpg, \.jpeg, .*\.png, .*\.webp, \.gif, \.bmp"
+    ):
         dp.make_train_loader(empty, batch_size=1)
     texts = tmp_path / "texts"
     texts.mkdir()

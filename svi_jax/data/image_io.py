@@ -19,8 +19,14 @@ ever sees `uint8` arrays of shape (H, W, 3):
   a phone photo stored landscape with Orientation=6 is read as the portrait image people see.
   Codec, training and evaluation all read through `load_image`, so they agree.
 
-Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive). Images are written
-(`save_image`) in the format their file name says (`OUTPUT_FORMATS`), atomically.
+Files are accepted by extension (`IMAGE_EXTENSIONS`, case-insensitive): every still-image
+format the codec writes (`OUTPUT_FORMATS`: PNG, JPEG, WebP, BMP, TIFF, PPM) under every name
+Pillow registers for it, plus GIF (first frame) and the rest of the PNM family. This one list
+serves the training loader, eval.py and svi-codec. Files whose extension names another image
+format (`OTHER_IMAGE_EXTENSIONS`: .heic, .avif, .ico, ...) are skipped; `list_images(path,
+skipped=[...])` collects them and `svi_jax.data.checks.skipped_images_line` says so in one
+line. Images are written (`save_image`) in the format their file name says (`OUTPUT_FORMATS`),
+atomically.
 
 Built-in data: `SKIMAGE_PHOTOS`, colour photos bundled with scikit-image (no download);
 `write_skimage_split(root)` writes them as PNGs into root/train and root/val so they go
@@ -40,8 +46,35 @@ from PIL import Image, ImageOps
 
 from svi_jax import safety
 
-# Extensions that `list_images` picks up (compared lower-case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# Extensions that `list_images` picks up (compared lower-case): the formats of OUTPUT_FORMATS
+# (so a decoded .bmp/.tif/.ppm can go back into training, eval or svi-codec) under each name
+# Pillow registers for them, GIF (its first frame: load_image) and the whole PNM family.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".apng",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".dib",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
+# Other image formats (Pillow's registered still-image extensions and common camera / modern
+# ones Pillow may lack): not read, but named in one line when a folder holds them, so photos
+# are never dropped silently.
+OTHER_IMAGE_EXTENSIONS = frozenset(
+    ".avif .avifs .heic .heif .jxl .jp2 .j2k .jpx .jpf .jpc .j2c .ico .cur .icns .tga .psd .qoi "
+    ".dds .exr .hdr .pfm .svg .mpo .pcx .sgi .rgb .rgba .bw .ras .xbm .xpm .blp .msp .im "
+    ".dng .cr2 .cr3 .nef .arw .orf .rw2 .raf .raw".split()
+)
 
 PathLike = str | os.PathLike
 
@@ -87,13 +120,22 @@ def is_image_path(path: PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path: PathLike) -> list[Path]:
+def looks_like_other_image(path: PathLike) -> bool:
+    """True when the extension names an image format svi_jax does not read (.heic, .ico, ...)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in OTHER_IMAGE_EXTENSIONS
+
+
+def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
     """All image files under `path`, searched recursively, in a deterministic order.
 
     The order is the sorted POSIX form of each path relative to `path`, so every host of a
     multi-host job gets the same list. Hidden files and folders (name starting with ".",
     e.g. macOS "._x.jpg" resource forks) are ignored; symlinked folders are not followed.
     A `path` that is itself an image file gives a one-element list.
+
+    skipped: when a list, gets (sorted) the paths relative to `path` of the files left out
+      although their extension names another image format (`OTHER_IMAGE_EXTENSIONS`);
+      `svi_jax.data.checks.skipped_images_line` turns them into one line for the user.
 
     Raises:
       DataError: `path` does not exist, or holds no file with an accepted extension.
@@ -120,6 +162,8 @@ def list_images(path: PathLike) -> list[Path]:
                 found.append((relative, full))
             else:
                 others.append(relative)
+    if skipped is not None:
+        skipped.extend(sorted(o for o in others if looks_like_other_image(o)))
     if not found:
         detail = ""
         if others:

@@ -10,7 +10,6 @@ Images: a folder (recursive, sorted), a single image file, the scikit-image phot
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from svi_jax.data.checks import bad_images_text, failure_reason, skipped_images_line
 from svi_jax.data.image_io import (
     SKIMAGE_VALIDATION_PHOTOS,
     DataError,
@@ -53,19 +53,18 @@ def _centre_crop(image, size: int):
 
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """`get_config()` of a configs/<name>.py file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_svi_eval_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    """`get_config()` of a config name (tiny, paper, demo) or a configs/<name>.py file
+    (`svi_jax.configs.load_config`).
+
+    Raises:
+      EvalInputError: unknown name, missing file, or a file that fails to load.
+    """
+    from svi_jax.configs import ConfigError, load_config
+
     try:
-        spec.loader.exec_module(module)
-        return module.get_config()
-    except Exception as error:  # a user's config file can fail in any way
-        raise EvalInputError(
-            f"cannot load config {path}: {type(error).__name__}: {error}"
-        ) from None
+        return load_config(path)
+    except ConfigError as error:
+        raise EvalInputError(str(error)) from None
 
 
 def _model_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
@@ -122,12 +121,17 @@ def load_model(
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A named, sized, re-iterable list of images (loaded lazily, one at a time)."""
+    """A named, sized, re-iterable list of images (loaded lazily, one at a time).
+
+    `notes`: lines for the user found while listing and checking the images (files skipped
+    for their extension, multi-frame files of which the first frame is used); eval.py prints
+    them before the run."""
 
     source: str
     names: tuple[str, ...]
     loader: object  # callable(index) -> uint8 (H, W, 3)
     sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per image when known up front
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -144,25 +148,36 @@ class Dataset:
 
 
 def _folder(path: pathlib.Path) -> Dataset:
+    """Every image under `path`, each decoded once up front (milliseconds each; the run loads
+    them again one at a time): all the files that do not decode are named in one error before
+    any compilation or model work, rather than one per run halfway through it. The sizes
+    decide the metrics."""
+    skipped: list[str] = []
     try:
-        files = list_images(path)
+        files = list_images(path, skipped)
     except DataError as error:
         raise EvalInputError(str(error)) from None
-    if not files:
-        raise EvalInputError(f"no images in {path} (looked for .jpg, .jpeg, .png, .webp)")
     root = path if path.is_dir() else path.parent
     names = tuple(f.relative_to(root).as_posix() for f in files)
+    notes = [line] if (line := skipped_images_line(path, skipped)) else []
+    sizes, bad = [], []
+    for file in files:
+        try:
+            sizes.append(load_image(file, notes).shape[:2])
+        except DataError as error:
+            bad.append((file, failure_reason(error)))
+    if bad:
+        raise EvalInputError(
+            f"{bad_images_text(bad, len(files), f'--data {path}')}\nfix or remove them"
+        )
 
     def load(i: int) -> np.ndarray:
         try:
             return load_image(files[i])
-        except (DataError, MissingImageError) as error:
+        except (DataError, MissingImageError) as error:  # changed since the check
             raise EvalInputError(str(error)) from None
 
-    # Decode every file once up front (milliseconds each), so a corrupt image stops the run
-    # before any model work rather than halfway through it; the sizes decide the metrics.
-    sizes = tuple(load(i).shape[:2] for i in range(len(files)))
-    return Dataset(str(path), names, load, sizes)
+    return Dataset(str(path), names, load, tuple(sizes), tuple(notes))
 
 
 def _tfds(spec: str) -> Dataset:

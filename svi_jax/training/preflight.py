@@ -7,10 +7,13 @@ never writes: a run it refuses leaves the workdir exactly as it was. Each failur
 * flags: batch size (>= 1, and a multiple of the device count: the global batch is split
   evenly over the devices; never changed silently), crop size (a positive multiple of 64:
   the model's total downscaling), validation crop, step counts, checkpoints kept, seed, phase;
-* data: the training folder holds images whose headers Pillow reads (files that do not are
-  listed in a warning: the loader skips them; images smaller than the crop, which the loader
-  reflect-pads, are counted in one info line), every validation image decodes (any size
-  >= 1 px: validation pads them as the codec does, svi_jax.forward.pad_to_multiple);
+* data: the training folder holds images: every header is read and every image decoded
+  (above TRAIN_DECODE_LIMIT files, an evenly spread sample of that many is decoded, and an
+  info line says so); the files that fail are listed in one warning (the loader skips them);
+  images smaller than the crop, which the loader reflect-pads, are counted in one info line;
+  files with an image extension svi_jax does not read are named in one warning line. Every
+  validation image decodes (any size >= 1 px: validation pads them as the codec does,
+  svi_jax.forward.pad_to_multiple); all that do not are named in one error;
 * the previous phase's export (`train.init_from`) loads, has this config's model, and is not
   this run's own export (which the run would overwrite);
 * the workdir: not a file; checkpoints in it were written with this model and phase;
@@ -28,14 +31,19 @@ import jax
 import ml_collections
 from PIL import Image
 
-from svi_jax.data.image_io import DataError, list_images, load_image
+from svi_jax.data.checks import bad_images_text, find_bad_images, skipped_images_line
+from svi_jax.data.image_io import DataError, list_images
 from svi_jax.nn.model import DOWNSCALE_Z
-from svi_jax.safety import is_within
+from svi_jax.safety import is_within, one_line
 from svi_jax.weights.export import EXECUTION_ONLY_FIELDS, ExportError, load_exported_model
 
 logger = logging.getLogger(__name__)
 OUTPUT_FOLDERS = ("checkpoints", "export", "images", "tensorboard")  # what a run writes
-_REPORTED: set[tuple[str, int | None]] = set()  # (training folder, crop) whose notes were logged
+_REPORTED: set[tuple[str, int | str | None]] = set()  # (folder, crop or "val"): notes logged
+# Training images decoded in full by the preflight (all headers are read): above it an evenly
+# spread sample, so a large dataset (ImageNet: 1.3M files) does not spend minutes decoding
+# before the first step; the loader still skips, and names, any other file that fails.
+TRAIN_DECODE_LIMIT = 200
 
 
 class PreflightError(DataError):
@@ -89,37 +97,67 @@ def check_flags(config: ml_collections.ConfigDict) -> None:
         raise PreflightError("; ".join(problems))
 
 
+def _one_line_list(bad, limit: int = 3) -> str:
+    shown = "; ".join(f"{file}: {reason}" for file, reason in bad[:limit])
+    return shown + (f"; and {len(bad) - limit} more" if len(bad) > limit else "")
+
+
 def check_training_images(path: str, crop_size: int | None = None) -> None:
-    """The folder holds images; their headers are read (cheap: no pixel decoding). With
-    `crop_size`, images with a side below it (the loader reflect-pads them up to the crop,
-    svi_jax.data.loader.pad_to_size) are counted in one info line."""
+    """The folder holds images. Every header is read; every image (up to TRAIN_DECODE_LIMIT,
+    else an evenly spread sample of that many, said in an info line) is decoded, so a
+    truncated file is named now, not mid-run. The files that fail are listed in one warning
+    (the loader skips them). With `crop_size`, images with a side below it (the loader
+    reflect-pads them up to the crop, svi_jax.data.loader.pad_to_size) are counted in one
+    info line.
+
+    Raises:
+      PreflightError: no image file, or none of them reads.
+    """
+    skipped: list[str] = []
     try:
-        files = list_images(path)
+        files = list_images(path, skipped)
     except DataError as error:
         raise PreflightError(f"training data (--config.data.train): {error}") from None
-    unreadable, small = [], []
+    bad, small, readable = [], [], []
     for file in files:
         try:
             with Image.open(file) as image:
                 width, height = image.size  # the shorter side is the same after EXIF turns
             if crop_size and min(width, height) < crop_size:
                 small.append(f"{file} ({width}x{height})")
+            readable.append(file)
         except Exception as error:  # Pillow raises many types for foreign bytes
-            unreadable.append(f"{file} ({type(error).__name__})")
-    if len(unreadable) == len(files):
+            bad.append((file, one_line(error)))
+    sampled = len(readable) > TRAIN_DECODE_LIMIT
+    if sampled:  # evenly spread over the sorted list (every folder of a tree gets its share)
+        step = len(readable) / TRAIN_DECODE_LIMIT
+        readable = [readable[int(i * step)] for i in range(TRAIN_DECODE_LIMIT)]
+    bad += find_bad_images(readable)
+    if len(bad) == len(files):
         raise PreflightError(
-            f"no training image in {path} can be read, e.g. {unreadable[0]}: check the folder"
+            f"no training image in {path} can be read ({len(files)} files): "
+            f"{_one_line_list(bad)}; check the folder"
         )
     reported = (str(pathlib.Path(path).resolve()), crop_size)
     if reported in _REPORTED:
         return  # a later phase of the same run: said once
     _REPORTED.add(reported)
-    if unreadable:
-        logger.warning(
-            "%d of %d training images cannot be read and will be skipped, e.g. %s",
-            len(unreadable),
+    line = skipped_images_line(path, skipped)
+    if line:
+        logger.warning("%s", line)
+    if sampled:
+        logger.info(
+            "training data: read the headers of all %d images and decoded a sample of %d "
+            "(--config.data.train holds more than %d); the loader skips, and names, any other "
+            "file that fails to decode",
             len(files),
-            unreadable[0],
+            TRAIN_DECODE_LIMIT,
+            TRAIN_DECODE_LIMIT,
+        )
+    if bad:
+        logger.warning(
+            "%s\nthese files will be skipped (fix or remove them)",
+            bad_images_text(bad, len(files), f"the training data {path}"),
         )
     if small:
         logger.info(
@@ -133,20 +171,23 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
 
 
 def check_validation_images(path: str) -> None:
-    """Every validation image decodes (they are all used at every validation)."""
+    """Every validation image decodes (they are all used at every validation); all that do
+    not are named in one error."""
+    skipped: list[str] = []
     try:
-        files = list_images(path)
+        files = list_images(path, skipped)
     except DataError as error:
         raise PreflightError(f"validation data (--config.data.val): {error}") from None
-    for file in files:
-        try:
-            image = load_image(file)
-        except DataError as error:
-            raise PreflightError(
-                f"validation image {file} cannot be used: {error}; fix or remove it"
-            ) from None
-        if min(image.shape[:2]) < 1:
-            raise PreflightError(f"validation image {file} is empty ({image.shape[:2]})")
+    bad = find_bad_images(files)
+    if bad:
+        raise PreflightError(
+            f"{len(bad)} of {len(files)} validation images (--config.data.val) cannot be used: "
+            f"{_one_line_list(bad)}; fix or remove them"
+        )
+    line = skipped_images_line(path, skipped)
+    if line and (str(pathlib.Path(path).resolve()), "val") not in _REPORTED:
+        _REPORTED.add((str(pathlib.Path(path).resolve()), "val"))
+        logger.warning("%s", line)
 
 
 def check_init_from(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:

@@ -10,6 +10,13 @@ Images of any size >= 1 px are used whole (after the centre crop): they are zero
 bottom/right to a multiple of 64 exactly as the codec pads them (`pad_to_multiple`), and
 MSE, PSNR and bpp are measured on the original H x W. LPIPS uses the original H x W when
 both sides are >= LPIPS_MIN_SIZE, else the padded pair (AlexNet has no output below that).
+
+Compilations: the model pass (`Validator._evaluate`, traced as "validation pass") takes the
+original H x W as data (a pixel mask for MSE, a traced pixel count for bpp), so one
+compilation serves every image of a padded shape and every level. LPIPS is a separate small
+jit (`_lpips`, "validation lpips") with the crop static: AlexNet's convolutions see the
+pixels beyond a crop's edge, so a mask cannot stand in for the crop; it compiles once per
+original size (about a second for the tiny config), not the whole model pass.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from svi_jax.forward import evaluation_pass, latent_shapes, pad_to_multiple
 from svi_jax.metrics.lpips import lpips_distance
 from svi_jax.metrics.pixelwise import psnr_from_mse
 from svi_jax.objective import level_weights
+from svi_jax.tracing import count_trace
 
 logger = logging.getLogger(__name__)
 LPIPS_MIN_SIZE = 31  # px: below it LPIPS-alex has no feature map left (NaN)
@@ -57,31 +65,59 @@ class Validator:
         self.key = jax.random.PRNGKey(int(config.seed) + 1)
         loss_cfg = config.loss
 
-        @functools.partial(jax.jit, static_argnames="hw")
+        @jax.jit
         def evaluate(params, x, level, key, hw):
-            logger.info("tracing the validation pass for %s (image %s)", x.shape, hw)
+            """hw: int32 (2,) original (H, W) inside the padded x: data, not a static shape."""
+            count_trace("validation pass")
+            logger.info("tracing the validation pass for %s", x.shape)
             y_shape, _ = latent_shapes(model, x.shape)
             u = jax.random.uniform(key, (self.num_samples * y_shape[0], *y_shape[1:]))
-            out = evaluation_pass(model, params, x, level, u, num_pixels=hw[0] * hw[1])
+            # num_pixels left at the padded H*W (a Python number in evaluation_pass): the rates
+            # are bits / (pixels * B), so the rate per original pixel is the padded one times
+            # padded / original, with the original count traced.
+            out = evaluation_pass(model, params, x, level, u)
+            pixels = (hw[0] * hw[1]).astype(jnp.float32)
+            per_original_pixel = (x.shape[1] * x.shape[2]) / pixels
             x_hat = out["x_hat"]
             x_rep = jnp.tile(x, (self.num_samples, 1, 1, 1))
-            crop = lambda a: a[:, : hw[0], : hw[1]]
-            mse = jnp.mean((crop(x_rep) - crop(x_hat)) ** 2)
-            lp_in = (crop(x_rep), crop(x_hat)) if min(hw) >= LPIPS_MIN_SIZE else (x_rep, x_hat)
-            lp = jnp.mean(lpips_distance(lpips_params, *lp_in, "alex"))
+            inside = (jnp.arange(x.shape[1])[:, None] < hw[0]) & (
+                jnp.arange(x.shape[2])[None, :] < hw[1]
+            )
+            squared = jnp.where(inside[None, :, :, None], (x_rep - x_hat) ** 2, 0.0)
+            mse = jnp.sum(squared) / (pixels * x_rep.shape[0] * x_rep.shape[3])
             lam, gam, beta = level_weights(loss_cfg, level)
             r = out["rates"]
-            bpp = r.bpp_ys + r.bpp_z
-            loss = lam * mse + gam * lp + beta * bpp
-            loss = loss + out["synonym_distance"] + out["sample_distance"]
-            return {"loss": loss, "mse": mse, "lpips": lp, "bpp": bpp}, x_hat[: x.shape[0]]
+            bpp = (r.bpp_ys + r.bpp_z) * per_original_pixel
+            partial = lam * mse + beta * bpp  # + gam * LPIPS (`_lpips`, added in `_one`)
+            partial = partial + out["synonym_distance"] + out["sample_distance"]
+            metrics = {"partial_loss": partial, "lpips_weight": gam, "mse": mse, "bpp": bpp}
+            return metrics, x_hat
 
-        self._evaluate = evaluate
+        @functools.partial(jax.jit, static_argnames="hw")
+        def lpips(x, x_hat, hw):
+            """hw: the static crop (original H, W), or None for the padded pair."""
+            count_trace("validation lpips")
+            logger.info("tracing the validation LPIPS for %s (image %s)", x.shape, hw)
+            x_rep = jnp.tile(x, (self.num_samples, 1, 1, 1))
+            crop = (lambda a: a) if hw is None else (lambda a: a[:, : hw[0], : hw[1]])
+            return jnp.mean(lpips_distance(lpips_params, crop(x_rep), crop(x_hat), "alex"))
+
+        self._evaluate, self._lpips = evaluate, lpips
 
     def _one(self, params, image, level):
+        """({loss, mse, lpips, bpp} as device scalars, x_hat (M, H', W', 3) padded)."""
         key = jax.random.fold_in(self.key, level)
         x, hw = pad_to_multiple(image[None])  # as the codec pads: zeros bottom/right
-        return self._evaluate(params, jnp.asarray(x), jnp.int32(level), key, hw=hw)
+        x = jnp.asarray(x)
+        metrics, x_hat = self._evaluate(
+            params, x, jnp.int32(level), key, jnp.asarray(hw, jnp.int32)
+        )
+        # Below LPIPS_MIN_SIZE the padded pair is scored: one compilation per padded shape.
+        crop = tuple(int(v) for v in hw) if min(hw) >= LPIPS_MIN_SIZE else None
+        lp = self._lpips(x, x_hat, hw=crop)
+        loss = metrics.pop("partial_loss") + metrics.pop("lpips_weight") * lp
+        metrics.update(loss=loss, lpips=lp)
+        return metrics, x_hat[: x.shape[0]]
 
     def run(self, params) -> dict:
         """{"loss": mean over levels, "levels": {l: {loss, bpp, psnr, lpips}}}."""
