@@ -17,12 +17,14 @@ from svi_jax.nn.model import ProgressiveSIC, build_model, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss, warming_loss
 from svi_jax.weights.official import (
     CheckpointImportError,
+    CheckpointMismatchError,
     export_official_state_dict,
     import_official_state_dict,
 )
 
 __all__ = [
     "CheckpointImportError",
+    "CheckpointMismatchError",
     "ProgressiveSIC",
     "TrainNoise",
     "aux_loss",
