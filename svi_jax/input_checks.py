@@ -140,7 +140,13 @@ def check_train_noise(model: ProgressiveSIC, x_shape: tuple[int, ...], noise) ->
     with M >= 1 detail samples: y (B, h, w, C), z (B, H/64, W/64, Cz), detail (M*B, h, w, C)
     with h = H/16, w = W/16 (what `draw_train_noise(model, rng, x.shape, M)` gives)."""
     y_shape, z_shape = latent_shapes(model, x_shape)
-    ny, nz, nd = (tuple(np.shape(a)) for a in noise)
+    try:
+        ny, nz, nd = (tuple(np.shape(a)) for a in noise)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"noise must be a TrainNoise (y, z, detail), got {type(noise).__name__}: draw it "
+            "with draw_train_noise(model, rng, x.shape, num_samples)"
+        ) from None
     b = x_shape[0]
     if ny == y_shape and nz == z_shape and _detail_fits(nd, y_shape):
         return
