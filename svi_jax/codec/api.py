@@ -231,7 +231,7 @@ class Codec:
 
         Raises BitstreamError (DeterminismError when intact data decodes wrongly), TypeError
         for data that is not bytes (`format.as_bytes`), ValueError for a level outside 1..S."""
-        stream = fmt.parse(as_bytes(data, "decompress"))
+        stream = fmt.parse(as_bytes(data, "decode_symbols"))
         level = self._check_header(stream, level)
         head = stream.header
         y_shape, z_shape = self.latent_shapes(head.height, head.width)
@@ -299,6 +299,7 @@ class Codec:
         Detail channels (>= W·level) are sampled from `seed` (default: the header's seed).
         level, seed: integers (a float is a TypeError, as in `compress`).
         """
+        data = as_bytes(data, "decompress")  # a path: TypeError naming decompress
         stream, _, y_buf, hyper, level = self.decode_symbols(data, level, raster, stats)
         seed = stream.header.seed if seed is None else fmt.as_integer(seed, "seed")
         if not 0 <= seed < 2**64:
