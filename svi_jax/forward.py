@@ -53,19 +53,21 @@ def draw_train_noise(
 ) -> TrainNoise:
     """Every random draw of one `train_forward` (MODEL.md §3 steps 3-4), float32.
 
-    image_shape: (B, H, W, 3) of the batch, H and W multiples of 64; num_samples: M >= 1
-    detail samples per image. Returns `TrainNoise` with y (B, H/16, W/16, C) and z
-    (B, H/64, W/64, Cz) in U[-1/2, 1/2), detail (M*B, H/16, W/16, C) in U[0, 1) (row m*B + b);
-    C = model.latent_channels, Cz = model.hyper_channels. Use it only with images of
-    `image_shape` (`train_forward` raises otherwise).
+    image_shape: (B, H, W, 3) of the batch, H and W multiples of 64; num_samples: M detail
+    samples per image, >= 1 for `train_forward` / `svi_loss` (0 draws only y and z, all that
+    `warming_loss` reads; `train_forward` refuses it rather than divide by M = 0).
+    Returns `TrainNoise` with y (B, H/16, W/16, C) and z (B, H/64, W/64, Cz) in U[-1/2, 1/2),
+    detail (M*B, H/16, W/16, C) in U[0, 1) (row m*B + b); C = model.latent_channels,
+    Cz = model.hyper_channels. Use it only with images of `image_shape` (`train_forward`
+    raises otherwise).
 
-    Raises ValueError for an image shape `latent_shapes` refuses or num_samples < 1,
+    Raises ValueError for an image shape `latent_shapes` refuses or num_samples < 0,
     TypeError for a non-integer num_samples.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-        raise TypeError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples}")
+        raise TypeError(f"num_samples must be an integer >= 0, got {num_samples!r}")
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be an integer >= 0, got {num_samples}")
     y_shape, z_shape = latent_shapes(model, image_shape)
     ky, kz, kd = jax.random.split(rng, 3)
     return TrainNoise(
