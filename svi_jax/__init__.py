@@ -8,6 +8,7 @@ from svi_jax.forward import (
     draw_train_noise,
     encode_latents,
     evaluation_pass,
+    latent_shapes,
     pad_to_multiple,
     rate_terms,
     sample_details,
@@ -17,12 +18,14 @@ from svi_jax.nn.model import ProgressiveSIC, build_model, init_params
 from svi_jax.objective import aux_loss, level_weights, svi_loss, warming_loss
 from svi_jax.weights.official import (
     CheckpointImportError,
+    CheckpointMismatchError,
     export_official_state_dict,
     import_official_state_dict,
 )
 
 __all__ = [
     "CheckpointImportError",
+    "CheckpointMismatchError",
     "ProgressiveSIC",
     "TrainNoise",
     "aux_loss",
@@ -35,6 +38,7 @@ __all__ = [
     "export_official_state_dict",
     "import_official_state_dict",
     "init_params",
+    "latent_shapes",
     "level_weights",
     "pad_to_multiple",
     "rate_terms",

@@ -13,6 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svi_jax.input_checks import (  # noqa: F401  (check_images, latent_shapes: public here)
+    IMAGE_LAYOUT,
+    TRACED_LEVEL_CONTRACT,
+    check_detail_uniform,
+    check_images,
+    check_level,
+    check_num_pixels,
+    check_train_noise,
+    latent_shapes,
+)
 from svi_jax.nn.entropy_models import (
     bits,
     channel_mask,
@@ -20,7 +30,7 @@ from svi_jax.nn.entropy_models import (
     quantize_around,
     ste_round,
 )
-from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
+from svi_jax.nn.model import DOWNSCALE_Z, ProgressiveSIC
 
 DETAIL_HALF_WIDTH = 2.0  # detail samples: round(mu_hyper + U[-2, 2))
 
@@ -38,62 +48,26 @@ class TrainNoise(NamedTuple):
     detail: jax.Array
 
 
-IMAGE_LAYOUT = "NHWC float in [0, 1], shape (B, H, W, 3)"
-
-
-def check_images(x, what: str = "x") -> None:
-    """Raises, at trace time, for an image batch the model cannot take: the expected layout
-    is `IMAGE_LAYOUT` with H and W multiples of DOWNSCALE_Z (64: z is at 1/64 of the image).
-
-    Only static properties are checked (ndim, shape, dtype; nothing inside jit reads values),
-    so a [0, 255] float batch passes: the range is the caller's part of the contract.
-
-    Raises:
-      ValueError: ndim != 4 (e.g. an HWC image without its batch axis), 3 != channels
-        (NCHW, grayscale), or H, W not multiples of 64 (the message gives the size and
-        `svi_jax.pad_to_multiple`).
-      TypeError: a non-floating dtype (uint8: divide by 255 first).
-    """
-    shape, dtype = tuple(x.shape), x.dtype
-    if len(shape) != 4:
-        raise ValueError(f"{what} must be {IMAGE_LAYOUT}, got shape {shape} ({len(shape)} axes)")
-    if shape[-1] != 3:
-        hint = " (NCHW? move channels last)" if shape[1] == 3 else ""
-        raise ValueError(
-            f"{what} must be {IMAGE_LAYOUT}, got {shape[-1]} channels in shape {shape}{hint}"
-        )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{what} must be {IMAGE_LAYOUT}, got dtype {dtype}; uint8 images: x / 255.0"
-        )
-    h, w = shape[1], shape[2]
-    if h % DOWNSCALE_Z or w % DOWNSCALE_Z or h < 1 or w < 1:
-        raise ValueError(
-            f"{what}: image height and width must be multiples of {DOWNSCALE_Z} (z is at "
-            f"1/{DOWNSCALE_Z} of the image), got {h}x{w} (H x W); pad with "
-            "svi_jax.pad_to_multiple and crop the output (svi_jax.crop_to)"
-        )
-
-
-def latent_shapes(model: ProgressiveSIC, image_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
-    """(y shape, z shape) of an image batch of `image_shape` (B, H, W, 3), H and W multiples
-    of 64 (ValueError otherwise, as `check_images`)."""
-    if len(image_shape) != 4:
-        raise ValueError(f"image shape must be (B, H, W, 3), got {tuple(image_shape)}")
-    b, h, w = image_shape[:3]
-    if h % DOWNSCALE_Z or w % DOWNSCALE_Z:
-        raise ValueError(
-            f"image height and width must be multiples of {DOWNSCALE_Z}, got {h}x{w} (H x W); "
-            "use svi_jax.pad_to_multiple"
-        )
-    y_shape = (b, h // DOWNSCALE_Y, w // DOWNSCALE_Y, model.latent_channels)
-    z_shape = (b, h // DOWNSCALE_Z, w // DOWNSCALE_Z, model.hyper_channels)
-    return y_shape, z_shape
-
-
 def draw_train_noise(
     model: ProgressiveSIC, rng: jax.Array, image_shape: tuple[int, ...], num_samples: int
 ) -> TrainNoise:
+    """Every random draw of one `train_forward` (MODEL.md §3 steps 3-4), float32.
+
+    image_shape: (B, H, W, 3) of the batch, H and W multiples of 64; num_samples: M detail
+    samples per image, >= 1 for `train_forward` / `svi_loss` (0 draws only y and z, all that
+    `warming_loss` reads; `train_forward` refuses it rather than divide by M = 0).
+    Returns `TrainNoise` with y (B, H/16, W/16, C) and z (B, H/64, W/64, Cz) in U[-1/2, 1/2),
+    detail (M*B, H/16, W/16, C) in U[0, 1) (row m*B + b); C = model.latent_channels,
+    Cz = model.hyper_channels. Use it only with images of `image_shape` (`train_forward`
+    raises otherwise).
+
+    Raises ValueError for an image shape `latent_shapes` refuses or num_samples < 0,
+    TypeError for a non-integer num_samples.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
+        raise TypeError(f"num_samples must be an integer >= 0, got {num_samples!r}")
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be an integer >= 0, got {num_samples}")
     y_shape, z_shape = latent_shapes(model, image_shape)
     ky, kz, kd = jax.random.split(rng, 3)
     return TrainNoise(
@@ -115,7 +89,12 @@ def sample_details(mu_hyper: jax.Array, uniform: jax.Array) -> jax.Array:
 def compose_level_latent(
     y_hat: jax.Array, details: jax.Array, level: jax.Array, slice_width: int
 ) -> jax.Array:
-    """cat(y_hat[..., :W*l], details[..., W*l:]) with a traced level."""
+    """cat(y_hat[..., :W*l], details[..., W*l:]) (MODEL.md §3 step 4) with W = slice_width.
+
+    y_hat, details: (..., C) float; level: scalar int in 1..C/W (`check_level`: TypeError /
+    ValueError for a concrete level outside it; a traced one: `TRACED_LEVEL_CONTRACT`).
+    """
+    check_level(level, y_hat.shape[-1] // slice_width)
     mask = channel_mask(y_hat.shape[-1], level, slice_width)
     return jnp.where(mask, y_hat, details)
 
@@ -139,9 +118,17 @@ def rate_terms(
 ) -> RateTerms:
     """Bits per pixel (MODEL.md §3.7): sum(-log2 L) / (H*W) / B.
 
-    `y_lik` feeds bpp_y/bpp_ys (noisy in training); per-slice values use `y_lik_round`.
-    `num_pixels` is the H*W the rate is divided by (the unpadded size for evaluation).
+    `y_lik` feeds bpp_y/bpp_ys (noisy in training); per-slice values use `y_lik_round`; both
+    (B, h, w, C) likelihoods in (0, 1], z_lik (B, h/4, w/4, Cz). `num_pixels` (> 0) is the H*W
+    the rate is divided by (the unpadded size for evaluation). level: scalar int in
+    1..num_slices (`check_level`). All outputs are float32 bits per pixel.
+
+    Raises ValueError / TypeError for a concrete level outside 1..num_slices, a non-scalar
+    or non-integer level, or num_pixels <= 0. A traced level is checked for shape and dtype
+    only (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
+    check_level(level, num_slices)
+    check_num_pixels(num_pixels)
     b, c = y_lik.shape[0], y_lik.shape[-1]
     norm = 1.0 / (num_pixels * b)
     y_bits = bits(y_lik)
@@ -202,16 +189,28 @@ def train_forward(
     reencode: bool = True,
     remat_samples: bool = True,
 ) -> dict:
-    """Training forward at `level` with M = noise.detail.shape[0] // B detail samples.
+    """Training forward at `level` with M = noise.detail.shape[0] // B detail samples
+    (MODEL.md §3).
 
-    The 1 + M decodes (the syntactic ŷ, then the M level-l latents) and their re-encodings run
-    one after the other in a `lax.scan` (`decode_samples`): the graph holds one g_s and one g_a
-    for all of them, and with `remat_samples` (the default) backprop keeps only each sample's
-    inputs, recomputing its decode, so peak memory does not grow with M.
-    Returns a dict of tensors and scalars named as in the official `forward`.
-    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`).
+    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`); level: scalar
+    int in 1..S (S = model.num_slices); noise: `draw_train_noise(model, rng, x.shape, M)`,
+    M >= 1. The 1 + M decodes (the syntactic ŷ, then the M level-l latents) and their
+    re-encodings run one after the other in a `lax.scan` (`decode_samples`): the graph holds
+    one g_s and one g_a for all of them, and with `remat_samples` (the default) backprop
+    keeps only each sample's inputs, recomputing its decode, so peak memory does not grow
+    with M.
+    Returns a dict of tensors and scalars named as in the official `forward`: "x_hat_syn"
+    (B, H, W, 3), "x_hat_samples" (M*B, H, W, 3), "rates" (`RateTerms`, bits per pixel), ...
+
+    Raises (at trace time): ValueError / TypeError for bad images (`check_images`), a
+    concrete level outside 1..S or a non-scalar / non-integer level (`check_level`), noise
+    drawn for another batch size, image size, model or M < 1 (`check_train_noise`). A traced
+    level's value is not checked: outside 1..S the outputs are finite nonsense or NaN
+    (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     check_images(x)
+    check_level(level, model.num_slices)
+    check_train_noise(model, x.shape, noise)
     apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
@@ -310,12 +309,23 @@ def evaluation_pass(
 ) -> dict:
     """The official `test` pass: rates from round(y), one decode per detail sample, re-encode.
 
-    detail_uniform: U[0, 1) of shape (M*B, h, w, C). `num_pixels` defaults to H*W of `x`; give
-    the unpadded area when x was padded (the official code divides by the padded area: a bug).
-    The M decodes run in one `lax.scan` (`decode_samples`).
-    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`).
+    x: (B, H, W, 3) float in [0, 1], H and W multiples of 64 (`check_images`); level: scalar
+    int in 1..S (S = model.num_slices). detail_uniform: U[0, 1) of shape (M*B, h, w, C), M >= 1,
+    h = H/16, w = W/16, C = model.latent_channels (`latent_shapes(model, x.shape)[0]` gives
+    (B, h, w, C)), row m*B + b. `num_pixels` (> 0) defaults to H*W of `x`; give the unpadded
+    area when x was padded (the official code divides by the padded area: a bug). The M
+    decodes run in one `lax.scan` (`decode_samples`). Returns "x_hat" (M*B, H, W, 3) in
+    [0, 1], "rates" (`RateTerms`, bits per pixel), the latents and the two distances.
+
+    Raises (at trace time): ValueError / TypeError for bad images, a concrete level outside
+    1..S or a non-scalar / non-integer level, a detail_uniform of another shape, or
+    num_pixels <= 0. A traced level's value is not checked (outside 1..S: finite nonsense or
+    NaN; `svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     check_images(x)
+    check_level(level, model.num_slices)
+    check_detail_uniform(model, x.shape, detail_uniform)
+    check_num_pixels(num_pixels)
     apply = bound_apply(model, params)
     b, h, w, _ = x.shape
     lat = encode_latents(model, params, x)
@@ -324,7 +334,12 @@ def evaluation_pass(
     z_lik = apply(ProgressiveSIC.z_likelihood, lat.z_hat)
     y_lik_round = gaussian_likelihood(lat.y_hat, lat.means, lat.scales)
     rates = rate_terms(
-        y_lik_round, y_lik_round, z_lik, level, model.num_slices, num_pixels or h * w
+        y_lik_round,
+        y_lik_round,
+        z_lik,
+        level,
+        model.num_slices,
+        h * w if num_pixels is None else num_pixels,
     )
     details = sample_details(jnp.tile(lat.hyper[..., c:], (num_samples, 1, 1, 1)), detail_uniform)
     y_samples = compose_level_latent(
@@ -370,4 +385,6 @@ def pad_to_multiple(x: np.ndarray | jax.Array, multiple: int = DOWNSCALE_Z):
 
 
 def crop_to(x, hw: tuple[int, int]):
+    """x[:, :H, :W]: undoes `pad_to_multiple` on a (B, H', W', C) batch (numpy or JAX, any
+    dtype), with hw = (H, W) the size `pad_to_multiple` returned."""
     return x[:, : hw[0], : hw[1]]

@@ -121,3 +121,66 @@ def test_levels_and_seeds_are_integers(codec):
         codec.decompress(data, level=1.5)
     with pytest.raises(TypeError, match="seed must be an integer"):
         codec.decompress(data, seed=0.5)
+
+
+def test_paths_and_other_types_are_not_bytes(codec, tmp_path):
+    """bytes(Path) used to encode the path's name ("wrong magic bytes"), bytes(str) raised
+    "string argument without an encoding": every bytes-taking function says to read the file."""
+    data = codec.compress(_image(), level=2)
+    sic = tmp_path / "photo.sic"
+    sic.write_bytes(data)
+    calls = {
+        "info": lambda d: info(d),
+        "truncate": lambda d: truncate(d, 1),
+        "decompress": lambda d: codec.decompress(d),
+        "decode_symbols": lambda d: codec.decode_symbols(d),
+        "module decompress": lambda d: svi_jax.codec.decompress(codec, None, d),
+    }
+    for name, call in calls.items():
+        fn = name.split()[-1]
+        for path in (sic, str(sic)):
+            with pytest.raises(TypeError) as error:
+                call(path)
+            assert str(error.value) == (
+                f"{fn} takes the file's bytes, got a path: read it first (Path(p).read_bytes())"
+            ), name
+        for wrong, what in ((12, "int"), ([1, 2], "list"), (None, "NoneType")):
+            with pytest.raises(TypeError, match=f"{fn} takes the file's bytes, got {what}$"):
+                call(wrong)
+    for ok in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
+        assert info(ok)["coded_levels"] == 2
+
+
+def test_decompress_and_truncate_word_a_bad_level_as_compress_does(codec):
+    data = codec.compress(_image(), level=2)
+    for level in (0, -1, 17):
+        for call in (
+            lambda lv: codec.compress(_image(), level=lv),
+            lambda lv: codec.decompress(data, level=lv),
+            lambda lv: truncate(data, lv),
+        ):
+            with pytest.raises(ValueError) as error:
+                call(level)
+            assert str(error.value) == f"level must be in 1..16, got {level}"
+    # a level the model has but the file lacks keeps its own message
+    with pytest.raises(svi_jax.codec.BitstreamError, match="level 3 not available"):
+        codec.decompress(data, level=3)
+
+
+def test_codec_refuses_params_of_another_config_when_built(model):
+    params = jax.eval_shape(lambda k: svi_jax.init_params(model, k), jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), params)
+    for field, value, first in (
+        ("latent_channels", 32, "is (48, 3, 1), the config needs (24, 3, 1)"),
+        ("synthesis_heads", (8, 8, 8, 8), "relative_position_bias_table is (3, 225, 16), the "),
+    ):
+        config = tiny.get_config()
+        config.model[field] = value
+        with pytest.raises(ValueError, match="params do not fit the config: ") as error:
+            Codec(params, config)
+        message = str(error.value)
+        assert first in message and "mismatches)" in message and "\n" not in message, message
+        assert message.count(" the config needs ") <= 3  # the first few, then the count
+    pruned = {k: v for k, v in params.items() if k != "hs"}
+    with pytest.raises(ValueError, match=r"hs/\S+ is missing \(the config needs"):
+        Codec(pruned, tiny.get_config())

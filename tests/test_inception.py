@@ -60,7 +60,9 @@ def test_official_checkpoint_import_reads_pth_without_torch():
     from svi_jax.configs import tiny
 
     model = build_model(tiny.get_config().model)
-    with pytest.raises(checkpoint_import.CheckpointImportError, match="missing key"):
+    with pytest.raises(
+        checkpoint_import.CheckpointImportError, match="no ProgSIC parameters found"
+    ):
         checkpoint_import.import_official_state_dict(model, DATA / "torch_zip.pth")
 
 

@@ -19,17 +19,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from svi_jax.codec import banded, integer_model
 from svi_jax.codec import format as fmt
+from svi_jax.codec.inputs import as_bytes, rgb8
 from svi_jax.codec.range_coding import EntropyCodingError, StreamDecoder, StreamEncoder
 from svi_jax.codec.tables import FRAC_BITS, z_medians
 from svi_jax.codec.wavefront import decode_slice, get_schedule
-from svi_jax.data.image_io import MAX_PIXELS, to_rgb8
+from svi_jax.data.image_io import MAX_PIXELS
 from svi_jax.forward import compose_level_latent, sample_details
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
-from svi_jax.weights.export import params_hash
+from svi_jax.weights.export import check_params_fit, params_hash
 
 DEFAULT_SEED = 0
 # MAX_PIXELS (svi_jax.data.image_io, 2**28): the largest image read, coded, or decoded from a
@@ -75,13 +75,18 @@ def detail_uniform(seed: int, shape: tuple[int, ...]) -> jax.Array:
 
 class Codec:
     """A model ready to code: float parameters on device, the integer entropy model (derived
-    once, ~1 s) and the model hash on the host."""
+    once, ~1 s) and the model hash on the host.
+
+    Raises ValueError when `params` do not fit `config.model` (paths and shapes against an
+    abstract `init_params`, `svi_jax.weights.export.param_mismatches`; a change of attention
+    heads is seen through the relative-position tables' shapes)."""
 
     def __init__(
         self, params: dict, config: ml_collections.ConfigDict, model_hash: str | None = None
     ):
         self.config = config
         self.model = build_model(config.model)
+        check_params_fit(self.model, params)
         host = jax.tree_util.tree_map(np.asarray, params)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
         model_hash = model_hash or params_hash(host, config)
@@ -110,7 +115,7 @@ class Codec:
     def analyze(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (H, W, 3) -> (y symbols (h, w, C), z symbols), int32. Input rules and
         errors: `compress`."""
-        image = _rgb8(image)
+        image = rgb8(image)
         h, w = image.shape[:2]
         if h < 1 or w < 1 or h * w > MAX_PIXELS:
             raise ValueError(f"cannot code a {h}x{w} image")
@@ -148,7 +153,7 @@ class Codec:
         seed = fmt.as_integer(seed, "seed")
         if not 0 <= seed < 2**64:
             raise ValueError("seed must be in 0..2**64-1")
-        image = _rgb8(image)
+        image = rgb8(image)
         t0 = time.perf_counter()
         y_sym, z_sym = self.analyze(image)
         t1 = time.perf_counter()
@@ -224,8 +229,9 @@ class Codec:
         """-> (bitstream, z symbols int32, ŷ buffer float32 (slices >= level are 0), hyper
         (h, w, 2C) float32 = the integer h_s output / 2**12, level).
 
-        Raises BitstreamError (DeterminismError when intact data decodes wrongly)."""
-        stream = fmt.parse(bytes(data))
+        Raises BitstreamError (DeterminismError when intact data decodes wrongly), TypeError
+        for data that is not bytes (`format.as_bytes`), ValueError for a level outside 1..S."""
+        stream = fmt.parse(as_bytes(data, "decode_symbols"))
         level = self._check_header(stream, level)
         head = stream.header
         y_shape, z_shape = self.latent_shapes(head.height, head.width)
@@ -293,6 +299,7 @@ class Codec:
         Detail channels (>= W·level) are sampled from `seed` (default: the header's seed).
         level, seed: integers (a float is a TypeError, as in `compress`).
         """
+        data = as_bytes(data, "decompress")  # a path: TypeError naming decompress
         stream, _, y_buf, hyper, level = self.decode_symbols(data, level, raster, stats)
         seed = stream.header.seed if seed is None else fmt.as_integer(seed, "seed")
         if not 0 <= seed < 2**64:
@@ -305,19 +312,6 @@ class Codec:
         image = np.asarray(image)[: stream.header.height, : stream.header.width]
         _add(stats, "network_s", time.perf_counter() - t0)
         return image
-
-
-def _rgb8(image) -> np.ndarray:
-    """The codec's input rule (`Codec.compress`): uint8 arrays (or PIL images) only."""
-    if not isinstance(image, Image.Image):
-        dtype = np.asarray(image).dtype
-        if dtype != np.uint8:
-            raise TypeError(
-                f"the codec takes uint8 (H, W, 3) images with values 0..255, got dtype {dtype}; "
-                "convert a [0, 1] float image with (np.clip(x, 0, 1) * 255).round()"
-                ".astype(np.uint8)"
-            )
-    return to_rgb8(image)
 
 
 def _add(stats: dict | None, key: str, seconds: float) -> None:
@@ -362,16 +356,19 @@ def decompress(
 def truncate(data: bytes, level: int) -> bytes:
     """The level-`level` bitstream of `data` (a byte prefix plus a rewritten header).
 
-    Raises TypeError for a non-integer level, BitstreamError for one the file lacks."""
-    return fmt.truncate(bytes(data), level)
+    Raises TypeError for a non-integer level or data that is not bytes (a path: read the
+    file first), ValueError for a level outside 1..num_slices, BitstreamError for one the
+    file lacks."""
+    return fmt.truncate(as_bytes(data, "truncate"), level)
 
 
 def info(data: bytes) -> dict:
     """Header fields, bytes per segment and bits per pixel per level (no model needed).
 
     A file cut or corrupt inside slice k reports levels 1..k-1 (`available_levels`) and what
-    is wrong (`damage`, else None). Raises BitstreamError for a bad header or z stream."""
-    stream = fmt.parse(bytes(data))
+    is wrong (`damage`, else None). Raises BitstreamError for a bad header or z stream,
+    TypeError for data that is not bytes (a path: read the file first)."""
+    stream = fmt.parse(as_bytes(data, "info"))
     head = stream.header
     sizes = stream.segment_sizes()
     pixels = head.height * head.width

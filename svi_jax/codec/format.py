@@ -140,9 +140,9 @@ class Bitstream:
         """`level`, or every intact level when None, checked against the segments present.
 
         Raises PartialFileError: the file is damaged and `level` is None or beyond the intact
-        levels (the default never falls back silently to fewer levels). BitstreamError: `level`
-        outside 1..available_levels, or no slice at all. TypeError: `level` is not an integer
-        (`as_integer`)."""
+        levels (the default never falls back silently to fewer levels). ValueError: `level`
+        outside 1..num_slices. BitstreamError: `level` above the coded levels, or no slice.
+        TypeError: `level` is not an integer (`as_integer`)."""
         available = self.available_levels
         if level is None:
             if self.damage:
@@ -153,7 +153,9 @@ class Bitstream:
         level = as_integer(level)
         if self.damage and level > available:
             raise self.damage_error()
-        if not 1 <= level <= available:
+        if not 1 <= level <= self.header.num_slices:  # as compress words it
+            raise ValueError(f"level must be in 1..{self.header.num_slices}, got {level}")
+        if level > available:
             raise BitstreamError(
                 f"level {level} not available: the file holds levels 1..{available}"
             )

@@ -230,17 +230,19 @@ def _sample_spread(values: np.ndarray) -> dict:
     }
 
 
-def check_settings(settings: EvalSettings, num_levels: int) -> list[int]:
+def check_settings(settings: EvalSettings, num_levels: int, prefix: str = "--") -> list[int]:
     """The sorted levels to evaluate (None: all `num_levels`); raises EvalInputError naming
-    the flag for levels outside 1..num_levels, an empty level list or samples < 1."""
+    the setting, `prefix` + "levels" / "samples" ("--": eval.py's flags; `evaluate` passes
+    "" for the library's EvalSettings fields), for levels outside 1..num_levels, an empty
+    level list or samples < 1."""
     every = settings.levels is None  # None: all levels; an empty tuple is a mistake, not "all"
     levels = sorted(set(range(1, num_levels + 1) if every else settings.levels))
     if not levels or levels[0] < 1 or levels[-1] > num_levels:
         raise EvalInputError(
-            f"--levels must be in 1..{num_levels}, got {list(settings.levels or [])}"
+            f"{prefix}levels must be in 1..{num_levels}, got {list(settings.levels or [])}"
         )
     if settings.samples < 1:
-        raise EvalInputError(f"--samples must be >= 1, got {settings.samples}")
+        raise EvalInputError(f"{prefix}samples must be >= 1, got {settings.samples}")
     return levels
 
 
@@ -255,7 +257,7 @@ def evaluate(
     """Runs the evaluation; returns the JSON-ready results and the grid images."""
     settings = settings or EvalSettings()
     codec = Codec(source.params, source.config, source.params_hash)
-    levels = check_settings(settings, codec.num_slices)
+    levels = check_settings(settings, codec.num_slices, prefix="")  # library wording
     if len(dataset) == 0:
         raise EvalInputError(f"no images in {dataset.source}")
     plan = metric_plan(dataset)  # per image, before any model work

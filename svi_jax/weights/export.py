@@ -141,3 +141,45 @@ def load_exported_model(path: str | os.PathLike):
             "across the two. A determinism failure of svi_jax: please report it"
         )
     return config, params, digest
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def param_mismatches(model, params) -> list[str]:
+    """Where `params` (a dict tree of arrays) differs from what `model` builds: one line per
+    missing, unexpected or misshaped leaf, e.g. "ha/conv_0/kernel is (3, 3, 64, 24), the
+    config needs (3, 3, 64, 48)". Empty when every path and shape fits.
+
+    The model's shapes come from `jax.eval_shape(init_params)` (abstract: nothing is drawn
+    or compiled). Only shapes can be compared: a config change that moves no shape (none of
+    the shipped fields; the attention heads size each Swin block's relative-position table)
+    cannot be seen here."""
+    want = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    want = {_path_name(p): tuple(s.shape) for p, s in jax.tree_util.tree_leaves_with_path(want)}
+    have = {
+        _path_name(p): tuple(np.shape(a)) for p, a in jax.tree_util.tree_leaves_with_path(params)
+    }
+    out = []
+    for name, shape in want.items():
+        if name not in have:
+            out.append(f"{name} is missing (the config needs {shape})")
+        elif have[name] != shape:
+            out.append(f"{name} is {have[name]}, the config needs {shape}")
+    out += [
+        f"{name} {have[name]} is not in the config's model" for name in have if name not in want
+    ]
+    return out
+
+
+def check_params_fit(model, params, shown: int = 3) -> None:
+    """Raises ValueError "params do not fit the config: <first `shown` mismatches>; ... (N
+    mismatches)" when `param_mismatches(model, params)` is not empty."""
+    problems = param_mismatches(model, params)
+    if problems:
+        more = "; ..." if len(problems) > shown else ""
+        raise ValueError(
+            f"params do not fit the config: {'; '.join(problems[:shown])}{more} "
+            f"({len(problems)} mismatch{'es' if len(problems) > 1 else ''})"
+        )

@@ -44,7 +44,18 @@ _STORAGE_DTYPES = {
 
 
 class TorchFileError(ValueError):
-    """A file that is not a readable `torch.save` state dict."""
+    """A file that is not a readable `torch.save` state dict.
+
+    `top_level_keys`: for a readable file that holds no state dict of tensors (e.g. two
+    candidate dicts, {"net": ..., "ema": ...}), the keys of its top-level dict; else None."""
+
+    def __init__(self, message: str, top_level_keys: list[str] | None = None):
+        super().__init__(message)
+        self.top_level_keys = top_level_keys
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"  # pickle protocol >= 2 starts with the PROTO opcode (torch.save's)
 
 
 class _StorageType:
@@ -165,7 +176,7 @@ def _load_legacy(path: str):
             protocol = pickle.load(f)
             pickle.load(f)  # system info: endianness and type sizes of the writer
         except Exception:
-            raise TorchFileError(f"{path}: not a PyTorch file") from None
+            raise TorchFileError(_not_torch(path)) from None
         if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
             raise TorchFileError(f"{path}: not a PyTorch file (bad magic number)")
         # The storages' bytes follow the main pickle, so it is read twice: once to learn each
@@ -195,15 +206,40 @@ def _load_legacy(path: str):
         return _Unpickler(f, load_storage).load()
 
 
-def load_torch_file(path: str | os.PathLike):
-    """The object `torch.save` wrote to `path`, with every tensor as a numpy array.
+def _head(path: str, n: int = 4) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
-    Raises TorchFileError (a ValueError) for files that are not torch.save output, are
-    truncated, or hold objects other than tensors, dicts, lists and numbers.
-    """
-    path = os.fspath(path)
+
+def _not_torch(path: str) -> str:
+    """Why `path` could not be read: a file that starts like a zip archive or a pickle (what
+    torch.save writes) but fails is truncated or damaged; anything else is no PyTorch file."""
+    head = _head(path)
+    if head.startswith(_ZIP_MAGIC):
+        return f"{path}: truncated or damaged (starts like a zip archive but cannot be read)"
+    if head.startswith(_PICKLE_PROTO):
+        return f"{path}: truncated or damaged (starts like a pickle but cannot be read)"
+    return f"{path}: not a PyTorch file (neither a zip archive nor a pickle)"
+
+
+def _check_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise TorchFileError(f"{path}: a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
+
+
+def load_torch_file(path: str | os.PathLike):
+    """The object `torch.save` wrote to `path`, with every tensor as a numpy array. The
+    layout (zip or legacy) is read from the content, whatever the file's extension.
+
+    Raises TorchFileError (a ValueError) for files that are not torch.save output ("not a
+    PyTorch file"), are truncated or damaged (they start like a zip archive or a pickle but
+    cannot be read), are directories, or hold objects other than tensors, dicts, lists and
+    numbers; FileNotFoundError for a missing path.
+    """
+    path = os.fspath(path)
+    _check_file(path)
     try:
         if zipfile.is_zipfile(path):
             return _load_zip(path)
@@ -211,30 +247,68 @@ def load_torch_file(path: str | os.PathLike):
     except (TorchFileError, FileNotFoundError):
         raise
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, KeyError) as e:
-        raise TorchFileError(f"{path}: not a readable PyTorch file ({e})") from None
+        raise TorchFileError(f"{_not_torch(path)} ({e})") from None
+
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def unwrap_state_dict(obj):
+    """The state dict inside a training checkpoint: obj[k] for the first k of `WRAPPER_KEYS`
+    holding a dict; else, when `obj` has no tensor of its own, its one dict value holding
+    tensors (e.g. {"net": state_dict, "epoch": 3}); else `obj` itself."""
+    if not isinstance(obj, dict):
+        return obj
+    for wrapper in WRAPPER_KEYS:
+        if isinstance(obj.get(wrapper), dict):
+            return obj[wrapper]
+    if any(_is_array(v) for v in obj.values()):
+        return obj
+    inner = [v for v in obj.values() if isinstance(v, dict) and any(map(_is_array, v.values()))]
+    return inner[0] if len(inner) == 1 else obj
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A flat {name: array} state dict from a .pth file; unwraps {"state_dict": ...} wrappers."""
-    obj = load_torch_file(path)
-    for wrapper in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
+    """A flat {name: array} state dict from a torch.save file; unwraps training-checkpoint
+    wrappers (`unwrap_state_dict`). Raises TorchFileError (with `top_level_keys`) when no
+    tensor is found at the top level after unwrapping."""
+    obj = unwrap_state_dict(load_torch_file(path))
     if not isinstance(obj, dict):
         raise TorchFileError(f"{os.fspath(path)}: holds a {type(obj).__name__}, not a state dict")
-    return {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    out = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not out:
+        keys = [str(k) for k in obj]
+        raise TorchFileError(
+            f"{os.fspath(path)}: no tensors found; top-level keys: {', '.join(keys[:10])}", keys
+        )
+    return out
+
+
+def _is_npz(path: str) -> bool:
+    """A zip of .npy members (np.savez), whatever the extension."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return bool(names) and all(n.endswith(".npy") for n in names)
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A flat {name: array} state dict from an `.npz` of arrays or any `torch.save` file."""
+    """A flat {name: array} state dict from an `.npz` of arrays or any `torch.save` file;
+    the kind is read from the content (a zip of .npy members is an npz), the extension only
+    names a file ending in .npz (any case) that is no zip a damaged npz."""
     path = os.fspath(path)
-    if path.endswith(".npz"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no such file: {path}")
+    _check_file(path)
+    if path.lower().endswith(".npz") or _is_npz(path):
         try:
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            if _head(path).startswith(_ZIP_MAGIC):
+                raise TorchFileError(f"{path}: truncated or damaged .npz ({e})") from None
             raise TorchFileError(f"{path}: not a readable .npz ({e})") from None
     return load_torch_state_dict(path)
