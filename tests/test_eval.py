@@ -315,6 +315,14 @@ def test_official_checkpoint_of_another_config(workdir, tmp_path, capsys):
     assert rc == 1 and "does not fit" in err and "paper.py" in _one_line(err)
     rc, err = _run(["--official-checkpoint", str(tmp_path / "tiny_official.npz")], capsys)
     assert rc == 1 and "--config" in _one_line(err)
+    # An unreadable file or a folder is not "another config": the import's own line.
+    tiny = str(ROOT / "configs" / "tiny.py")
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    (tmp_path / "folder.pth").mkdir()
+    for name, says in (("notes.pth", "not a PyTorch file"), ("folder.pth", "folder.pth")):
+        rc, err = _run(["--official-checkpoint", str(tmp_path / name), "--config", tiny], capsys)
+        line = _one_line(err)
+        assert rc == 1 and says in line and "another config" not in line, line
 
 
 def test_compare_loader_and_replot(e2e, tmp_path):

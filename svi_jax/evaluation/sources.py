@@ -91,17 +91,19 @@ def load_model(
         from svi_jax.nn.model import build_model
 
         config = load_config_file(config_path)
-        if not pathlib.Path(official_checkpoint).is_file():
+        if not pathlib.Path(official_checkpoint).exists():
             raise EvalInputError(f"official checkpoint not found: {official_checkpoint}")
         try:
             params = svi_jax.import_official_state_dict(
                 build_model(config.model), official_checkpoint
             )
-        except (svi_jax.CheckpointImportError, ValueError, OSError) as error:
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        except svi_jax.CheckpointMismatchError as error:  # a ProgSIC state dict, other config
             raise EvalInputError(
-                f"{official_checkpoint} does not fit {config_path} (another config?): {first}"
+                f"{official_checkpoint} does not fit {config_path} (another config?): {error}"
             ) from None
+        except (svi_jax.CheckpointImportError, ValueError, OSError) as error:  # unreadable
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise EvalInputError(f"--official-checkpoint: {first}") from None
         return ModelSource(
             config, params, params_hash(params, config), str(official_checkpoint), "official"
         )
