@@ -210,7 +210,7 @@ def test_named_wrapper_without_tensors_is_not_taken():
 def test_a_tensor_of_the_wrong_rank_is_a_shape_mismatch(tiny_state):
     model, _, state = tiny_state
     key = "context_model.layer.weight"
-    broken = dict(state, **{key: state[key].reshape(state[key].shape[0], -1)})  # 4-D -> 2-D
+    broken = dict(state, **{key: state[key].reshape(*state[key].shape[:2], -1)})  # 4-D -> 3-D
     with pytest.raises(CheckpointMismatchError) as error:
         svi_jax.import_official_state_dict(model, broken)
     assert list(error.value.problems) == [
