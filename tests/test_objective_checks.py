@@ -63,7 +63,7 @@ def _entry_points(setup, level, noise=None, x=None, uniform=None, num_pixels=Non
             x,
             uniform,
         ),
-        "level_weights": lambda: svi_jax.level_weights(config.loss, level),
+        "level_weights": lambda: svi_jax.level_weights(config.loss, level, S),
         "rate_terms": lambda: jax.eval_shape(
             lambda a, z: svi_jax.rate_terms(a, a, z, level, S, 64 * 64), lik, zlik
         ),
@@ -196,3 +196,25 @@ def test_warming_loss_checks_the_images_before_anything_else(setup):
         warm(_image(2), noise)
     loss, _ = warm(_image(1), noise)
     assert loss.shape == ()
+
+
+@pytest.mark.parametrize("phase", ["main", "gan"])
+def test_a_model_with_more_than_16_levels_traces_every_phase(phase):
+    """The level weights are checked against the model's S, not 16: the GAN step's syntactic
+    weight takes level S concretely (it raised at trace for S > 16 with a default of 16)."""
+    from svi_jax.metrics.lpips import load_lpips_params
+    from svi_jax.training import steps
+
+    config = tiny.get_config()
+    config.phase = phase
+    config.model.num_slices = 32  # 64 channels: 32 slices of 2
+    model = svi_jax.build_model(config.model)
+    state = jax.eval_shape(lambda: steps.init_state(config, model, jax.random.PRNGKey(0)))
+    step_fn = steps.make_step_fn(config, model, load_lpips_params("alex"))
+    batch = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    _, metrics = jax.eval_shape(step_fn, state, batch)
+    assert metrics["loss"].shape == ()
+    with pytest.raises(TypeError):  # no silent default of 16
+        svi_jax.level_weights(config.loss, 20)
+    lam, _, _ = svi_jax.level_weights(config.loss, 20, model.num_slices)
+    assert float(lam) == 20 * config.loss.mse_scale

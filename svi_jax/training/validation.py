@@ -85,7 +85,7 @@ class Validator:
             )
             squared = jnp.where(inside[None, :, :, None], (x_rep - x_hat) ** 2, 0.0)
             mse = jnp.sum(squared) / (pixels * x_rep.shape[0] * x_rep.shape[3])
-            lam, gam, beta = level_weights(loss_cfg, level)
+            lam, gam, beta = level_weights(loss_cfg, level, model.num_slices)
             r = out["rates"]
             bpp = (r.bpp_ys + r.bpp_z) * per_original_pixel
             partial = lam * mse + beta * bpp  # + gam * LPIPS (`_lpips`, added in `_one`)
