@@ -3,6 +3,8 @@ wrong result, not a shape error from deep inside the model)."""
 
 from __future__ import annotations
 
+import mmap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,6 +151,12 @@ def test_paths_and_other_types_are_not_bytes(codec, tmp_path):
                 call(wrong)
     for ok in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         assert info(ok)["coded_levels"] == 2
+    # any buffer bytes() took before the path check: an mmap of the file (the zero-copy way
+    # to hand over a large .sic), and a uint8 array that is not 1-D
+    with open(sic, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert info(mapped)["coded_levels"] == 2
+        assert truncate(mapped, 1) == truncate(data, 1)
+    assert info(np.frombuffer(data, np.uint8)[None])["coded_levels"] == 2
 
 
 def test_decompress_and_truncate_word_a_bad_level_as_compress_does(codec):
