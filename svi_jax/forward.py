@@ -23,6 +23,7 @@ from svi_jax.input_checks import (  # noqa: F401  (check_images, latent_shapes: 
     check_train_noise,
     latent_shapes,
 )
+from svi_jax.integer_checks import as_integer
 from svi_jax.nn.entropy_models import (
     bits,
     channel_mask,
@@ -64,8 +65,7 @@ def draw_train_noise(
     Raises ValueError for an image shape `latent_shapes` refuses or num_samples < 0,
     TypeError for a non-integer num_samples.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-        raise TypeError(f"num_samples must be an integer >= 0, got {num_samples!r}")
+    num_samples = as_integer(num_samples, "num_samples", " >= 0")  # JAX int scalars too
     if num_samples < 0:
         raise ValueError(f"num_samples must be an integer >= 0, got {num_samples}")
     y_shape, z_shape = latent_shapes(model, image_shape)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svi_jax.integer_checks import level_in_range
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
 
 IMAGE_LAYOUT = "NHWC float in [0, 1], shape (B, H, W, 3)"
@@ -61,8 +62,7 @@ def check_level(level, num_slices: int) -> None:
         raise TypeError(f"{expected}, got {got}")
     if is_traced(level):
         return  # the value is data: TRACED_LEVEL_CONTRACT
-    if not 1 <= int(level) <= num_slices:
-        raise ValueError(f"{expected}, got {int(level)}")
+    level_in_range(level, num_slices)  # the codec's rule and words for a concrete level
 
 
 def check_num_pixels(num_pixels) -> None:
