@@ -190,3 +190,15 @@ def test_validation_preflight_names_up_to_the_listing_cap(tmp_path):
         preflight.check_validation_images(str(tmp_path / "val"))
     message = str(caught.value)
     assert "\n" not in message and all(name in message for name in bad)  # more than 3 named
+
+
+def test_find_bad_images_gives_the_sizes_eval_uses(tmp_path):
+    bad = _bad_folder(tmp_path / "imgs", 2)
+    files = image_io.list_images(tmp_path / "imgs")
+    sizes: list[tuple[int, int]] = []
+    found = checks.find_bad_images(files, sizes=sizes)
+    assert [f.name for f, _ in found] == bad
+    assert sizes == [(64, 64), (20, 24)]  # good1.png, good2.jpg in listing order
+    (tmp_path / "imgs" / bad[0]).unlink()
+    (tmp_path / "imgs" / bad[1]).unlink()
+    assert sources.load_dataset(str(tmp_path / "imgs")).sizes == ((64, 64), (20, 24))
