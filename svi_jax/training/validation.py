@@ -105,7 +105,9 @@ class Validator:
         self._evaluate, self._lpips = evaluate, lpips
 
     def _one(self, params, image, level):
-        """({loss, mse, lpips, bpp} as device scalars, x_hat (M, H', W', 3) padded)."""
+        """({loss, mse, lpips, bpp} as device scalars, x_hat[:1]): the first of the M
+        reconstructions only, (1, H', W', 3) float32 at the padded size H', W' (multiples of
+        64); the metrics average over all M."""
         key = jax.random.fold_in(self.key, level)
         x, hw = pad_to_multiple(image[None])  # as the codec pads: zeros bottom/right
         x = jnp.asarray(x)
