@@ -204,9 +204,9 @@ def train_forward(
 
     Raises (at trace time): ValueError / TypeError for bad images (`check_images`), a
     concrete level outside 1..S or a non-scalar / non-integer level (`check_level`), noise
-    drawn for another batch size, image size, model or M < 1 (`check_train_noise`). A traced
-    level's value is not checked: outside 1..S the outputs are finite nonsense or NaN
-    (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
+    drawn for another batch size, image size, model or M < 1, or a TypeError for noise that is
+    not a `TrainNoise` (`check_train_noise`). A traced level's value is not checked: outside
+    1..S the outputs are finite nonsense or NaN (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     check_images(x)
     check_level(level, model.num_slices)

@@ -70,10 +70,11 @@ def svi_loss(
     LPIPS layer, for the stacked batch [x_syn; x_samples] ((1 + M) * B rows).
 
     Raises ValueError / TypeError (at trace time) for bad images, a non-integer, non-scalar
-    or (concrete) out-of-range level, and noise drawn for another batch, image size or
-    M < 1 (`train_forward`). Under jit the level is data (one compilation for all levels):
-    a traced level's value is not checked, and outside 1..S the loss is finite nonsense or
-    NaN (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
+    or (concrete) out-of-range level, noise drawn for another batch, image size or M < 1,
+    and (TypeError) noise that is not a TrainNoise (`train_forward`). Under jit the level is
+    data (one compilation for all levels): a traced level's value is not checked, and
+    outside 1..S the loss is finite nonsense or NaN
+    (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     out = train_forward(model, params, x, level, noise)
     return svi_loss_from_outputs(model, lpips_params, x, level, out, loss_config, lpips_masks)

@@ -156,6 +156,15 @@ def test_noise_must_match_the_batch_the_image_size_and_have_samples(setup):
     good = _noise(model, (1, 64, 64, 3))
     with pytest.raises(TypeError, match="TrainNoise"):
         _entry_points(setup, 3, noise=(good.y, good.z))["train_forward"]()
+    # a mapping iterated over its keys and got a shape message; now the type is named
+    for wrong in (good._asdict(), {"y": 1, "z": 2, "detail": 3}, tuple(good), list(good)):
+        with pytest.raises(TypeError) as error:
+            _entry_points(setup, 3, noise=wrong)["train_forward"]()
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith(
+            f"noise must be a TrainNoise (y, z, detail), got {type(wrong).__name__}"
+        )
 
 
 @pytest.mark.parametrize(("m", "kind"), [(-1, ValueError), (1.0, TypeError), (True, TypeError)])
