@@ -8,7 +8,9 @@ import collections
 import io
 import pathlib
 import pickle
+import pickletools
 import shutil
+import struct
 import sys
 import types
 import zipfile
@@ -217,3 +219,18 @@ def test_a_tensor_of_the_wrong_rank_is_a_shape_mismatch(tiny_state):
         f"shape mismatch for {key}: checkpoint {broken[key].shape}, the config needs "
         f"{state[key].shape}"
     ]
+
+
+def test_a_damaged_storage_size_is_refused_before_it_is_read(tmp_path):
+    """A legacy file's storage sizes are checked against the file before reading, so a
+    damaged size never turns into a read (allocation) of terabytes."""
+    raw = bytearray((DATA / "torch_legacy.pth").read_bytes())
+    f = io.BytesIO(bytes(raw))
+    for _ in range(4):  # magic, protocol, system info, the main pickle
+        for _ in pickletools.genops(f):
+            pass
+    keys = pickle.load(f)
+    raw[f.tell() : f.tell() + 8] = struct.pack("<q", 2**50)  # the first storage's count
+    (tmp_path / "big.pth").write_bytes(bytes(raw))
+    with pytest.raises(TorchFileError, match=f"storage {keys[0]} is truncated or damaged$"):
+        load_torch_state_dict(tmp_path / "big.pth")

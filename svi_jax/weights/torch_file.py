@@ -189,9 +189,13 @@ def _load_legacy(path: str):
 
         _Unpickler(f, record_dtype).load()
         storages = {}
+        size = os.fstat(f.fileno()).st_size
         for key in pickle.load(f):
             (count,) = struct.unpack("<q", f.read(8))
             dtype = dtypes.get(key, np.dtype(np.uint8))
+            # a damaged count must not become a read of gigabytes: check it against the file
+            if not 0 <= count * dtype.itemsize <= size - f.tell():
+                raise TorchFileError(f"{path}: storage {key} is truncated or damaged")
             raw = f.read(count * dtype.itemsize)
             if len(raw) != count * dtype.itemsize:
                 raise TorchFileError(f"{path}: storage {key} is truncated")
