@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from svi_jax.codec import api as codec_api
 from svi_jax.compilation import enable_persistent_cache
-from svi_jax.configs import ConfigError, load_config
+from svi_jax.configs import load_config, load_config_or_exit
 from svi_jax.evaluation import runner
 from svi_jax.graph_size import abstract, compile_report
 from svi_jax.metrics.lpips import load_lpips_params
@@ -190,10 +190,7 @@ def main() -> None:
     args = ap.parse_args()
     names = args.configs.split(",")
     for name in names:  # every one checked before the first (slow) compilation
-        try:
-            load_config(name)
-        except ConfigError as error:
-            ap.exit(2, f"{ap.prog}: error: {error}\n")
+        load_config_or_exit(ap, name)
     cache = (
         enable_persistent_cache(args.cache) if args.cache else jax.config.jax_compilation_cache_dir
     )

@@ -23,6 +23,7 @@ from svi_jax.input_checks import (  # noqa: F401  (check_images, latent_shapes: 
     check_train_noise,
     latent_shapes,
 )
+from svi_jax.integer_checks import as_integer
 from svi_jax.nn.entropy_models import (
     bits,
     channel_mask,
@@ -64,8 +65,7 @@ def draw_train_noise(
     Raises ValueError for an image shape `latent_shapes` refuses or num_samples < 0,
     TypeError for a non-integer num_samples.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-        raise TypeError(f"num_samples must be an integer >= 0, got {num_samples!r}")
+    num_samples = as_integer(num_samples, "num_samples", " >= 0")  # JAX int scalars too
     if num_samples < 0:
         raise ValueError(f"num_samples must be an integer >= 0, got {num_samples}")
     y_shape, z_shape = latent_shapes(model, image_shape)
@@ -204,9 +204,9 @@ def train_forward(
 
     Raises (at trace time): ValueError / TypeError for bad images (`check_images`), a
     concrete level outside 1..S or a non-scalar / non-integer level (`check_level`), noise
-    drawn for another batch size, image size, model or M < 1 (`check_train_noise`). A traced
-    level's value is not checked: outside 1..S the outputs are finite nonsense or NaN
-    (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
+    drawn for another batch size, image size, model or M < 1, or a TypeError for noise that is
+    not a `TrainNoise` (`check_train_noise`). A traced level's value is not checked: outside
+    1..S the outputs are finite nonsense or NaN (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     check_images(x)
     check_level(level, model.num_slices)

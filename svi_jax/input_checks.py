@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svi_jax.integer_checks import level_in_range
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC
 
 IMAGE_LAYOUT = "NHWC float in [0, 1], shape (B, H, W, 3)"
@@ -61,8 +62,7 @@ def check_level(level, num_slices: int) -> None:
         raise TypeError(f"{expected}, got {got}")
     if is_traced(level):
         return  # the value is data: TRACED_LEVEL_CONTRACT
-    if not 1 <= int(level) <= num_slices:
-        raise ValueError(f"{expected}, got {int(level)}")
+    level_in_range(level, num_slices)  # the codec's rule and words for a concrete level
 
 
 def check_num_pixels(num_pixels) -> None:
@@ -138,9 +138,15 @@ def _samples_of(rows: int, batch: int) -> str:
 def check_train_noise(model: ProgressiveSIC, x_shape: tuple[int, ...], noise) -> None:
     """Raises ValueError when `noise` (a `TrainNoise`) was not drawn for images of `x_shape`
     with M >= 1 detail samples: y (B, h, w, C), z (B, H/64, W/64, Cz), detail (M*B, h, w, C)
-    with h = H/16, w = W/16 (what `draw_train_noise(model, rng, x.shape, M)` gives)."""
+    with h = H/16, w = W/16 (what `draw_train_noise(model, rng, x.shape, M)` gives).
+    TypeError (one line) when `noise` is not a TrainNoise (a dict, for one, would iterate over
+    its keys and get a misleading shape message; a plain tuple has no .detail)."""
+    from svi_jax.forward import TrainNoise  # here: svi_jax.forward imports this module
+
     y_shape, z_shape = latent_shapes(model, x_shape)
     try:
+        if not isinstance(noise, TrainNoise):
+            raise TypeError
         ny, nz, nd = (tuple(np.shape(a)) for a in noise)
     except (TypeError, ValueError):
         raise TypeError(

@@ -27,14 +27,15 @@ from svi_jax.nn.entropy_models import gaussian_likelihood
 from svi_jax.nn.model import ProgressiveSIC
 
 
-def level_weights(loss_config: ml_collections.ConfigDict, level: jax.Array, num_slices: int = 16):
+def level_weights(loss_config: ml_collections.ConfigDict, level: jax.Array, num_slices: int):
     """(lambda_l, gamma_l, beta_l), float32 scalars, for a level in 1..num_slices (MODEL.md §4:
     128 l, 2^(5 - l/8), 2^(6 - 3l/8) with the paper's loss config).
 
-    level: scalar int (Python, numpy or JAX; traced under jit). Raises TypeError / ValueError
-    for a non-integer or non-scalar level or a concrete one outside 1..num_slices (16 in
-    every shipped config: pass model.num_slices for another model). A traced level's value
-    is not checked: outside 1..S the formulas extrapolate (finite nonsense).
+    level: scalar int (Python, numpy or JAX; traced under jit). num_slices: the model's S
+    (model.num_slices; required, so a model with S != 16 is never checked against 1..16).
+    Raises TypeError / ValueError for a non-integer or non-scalar level or a concrete one
+    outside 1..num_slices. A traced level's value is not checked: outside 1..S the formulas
+    extrapolate (finite nonsense).
     """
     check_level(level, num_slices)
     lv = jnp.asarray(level, jnp.float32)
@@ -69,10 +70,11 @@ def svi_loss(
     LPIPS layer, for the stacked batch [x_syn; x_samples] ((1 + M) * B rows).
 
     Raises ValueError / TypeError (at trace time) for bad images, a non-integer, non-scalar
-    or (concrete) out-of-range level, and noise drawn for another batch, image size or
-    M < 1 (`train_forward`). Under jit the level is data (one compilation for all levels):
-    a traced level's value is not checked, and outside 1..S the loss is finite nonsense or
-    NaN (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
+    or (concrete) out-of-range level, noise drawn for another batch, image size or M < 1,
+    and (TypeError) noise that is not a TrainNoise (`train_forward`). Under jit the level is
+    data (one compilation for all levels): a traced level's value is not checked, and
+    outside 1..S the loss is finite nonsense or NaN
+    (`svi_jax.input_checks.TRACED_LEVEL_CONTRACT`).
     """
     out = train_forward(model, params, x, level, noise)
     return svi_loss_from_outputs(model, lpips_params, x, level, out, loss_config, lpips_masks)

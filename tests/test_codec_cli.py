@@ -173,7 +173,7 @@ def test_errors_name_their_file_and_flags_not_exception_classes(workdir, images,
         (["header.sic"], "header.sic: truncated .sic header (50 of 99 bytes)"),
         (["crc.sic"], "crc.sic: corrupt .sic header (checksum mismatch)"),
         (["cut.sic", "--level", "5"], "cut.sic: level 5 not available: the file holds levels 1..3"),
-        (["good.sic", "--level", "0"], "--level must be in 1..16, got 0"),
+        (["good.sic", "--level", "0"], "--level must be an integer in 1..16, got 0"),
         (["good.sic", "--seed", "-1"], "--seed must be in 0..2**64-1, got -1"),
     ]
     for argv, message in cases:

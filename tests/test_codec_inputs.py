@@ -3,6 +3,8 @@ wrong result, not a shape error from deep inside the model)."""
 
 from __future__ import annotations
 
+import mmap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import svi_jax
 from svi_jax.codec import Codec, info, truncate
 from svi_jax.configs import tiny
+from svi_jax.input_checks import check_level
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +152,12 @@ def test_paths_and_other_types_are_not_bytes(codec, tmp_path):
                 call(wrong)
     for ok in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         assert info(ok)["coded_levels"] == 2
+    # any buffer bytes() took before the path check: an mmap of the file (the zero-copy way
+    # to hand over a large .sic), and a uint8 array that is not 1-D
+    with open(sic, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert info(mapped)["coded_levels"] == 2
+        assert truncate(mapped, 1) == truncate(data, 1)
+    assert info(np.frombuffer(data, np.uint8)[None])["coded_levels"] == 2
 
 
 def test_decompress_and_truncate_word_a_bad_level_as_compress_does(codec):
@@ -161,7 +170,7 @@ def test_decompress_and_truncate_word_a_bad_level_as_compress_does(codec):
         ):
             with pytest.raises(ValueError) as error:
                 call(level)
-            assert str(error.value) == f"level must be in 1..16, got {level}"
+            assert str(error.value) == f"level must be an integer in 1..16, got {level}"
     # a level the model has but the file lacks keeps its own message
     with pytest.raises(svi_jax.codec.BitstreamError, match="level 3 not available"):
         codec.decompress(data, level=3)
@@ -184,3 +193,26 @@ def test_codec_refuses_params_of_another_config_when_built(model):
     pruned = {k: v for k, v in params.items() if k != "hs"}
     with pytest.raises(ValueError, match=r"hs/\S+ is missing \(the config needs"):
         Codec(pruned, tiny.get_config())
+
+
+def test_one_level_rule_for_the_codec_the_reader_and_the_functional_api(codec, model):
+    """One helper (svi_jax.integer_checks.level_in_range): the same words from compress, a
+    damaged file's reader and check_level; and the range is checked before the damage, so a
+    level the model lacks is not reported as a damaged file."""
+    data = codec.compress(_image(), level=2)
+    cut = data[:-3]  # slice 2 cut short: levels 1..1 intact
+    assert svi_jax.codec.format.parse(cut).available_levels == 1
+    expected = "level must be an integer in 1..16, got 17"
+    for call in (
+        lambda: codec.decompress(cut, level=17),
+        lambda: codec.compress(_image(), level=17),
+        lambda: check_level(17, model.num_slices),
+        lambda: check_level(jnp.int32(17), model.num_slices),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == expected
+    with pytest.raises(svi_jax.codec.format.PartialFileError):  # in range: the damage speaks
+        codec.decompress(cut, level=2)
+    noise = svi_jax.draw_train_noise(model, jax.random.PRNGKey(0), (1, 64, 64, 3), jnp.int32(2))
+    assert noise.detail.shape[0] == 2  # a JAX integer scalar is an integer, as for levels

@@ -162,3 +162,43 @@ def test_validation_preflight_names_every_bad_file(tmp_path):
     message = str(caught.value)
     assert "\n" not in message and message.startswith("2 of 4 validation images")
     assert all(name in message for name in bad)
+
+
+def test_training_preflight_refuses_a_large_folder_whose_sample_never_decodes(
+    tmp_path, monkeypatch
+):
+    """Above the decode limit only a sample is decoded: all of it failing is an error too
+    (before, "every file bad" needed all N files decoded and so could never trigger)."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    image_io.save_image(folder / "a.png", _rgb(0, 64, 64))
+    full = (folder / "a.png").read_bytes()
+    for i in range(5):  # headers read, pixels do not
+        (folder / f"{i}.png").write_bytes(full[: len(full) // 2])
+    (folder / "a.png").write_bytes(full[: len(full) // 2])
+    monkeypatch.setattr(preflight, "TRAIN_DECODE_LIMIT", 3)
+    with pytest.raises(preflight.PreflightError) as caught:
+        preflight.check_training_images(str(folder), 16)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "3 of the 3 decoded (a sample of 6 files) fail" in message
+
+
+def test_validation_preflight_names_up_to_the_listing_cap(tmp_path):
+    bad = _bad_folder(tmp_path / "val", 5)
+    with pytest.raises(preflight.PreflightError) as caught:
+        preflight.check_validation_images(str(tmp_path / "val"))
+    message = str(caught.value)
+    assert "\n" not in message and all(name in message for name in bad)  # more than 3 named
+
+
+def test_find_bad_images_gives_the_sizes_eval_uses(tmp_path):
+    bad = _bad_folder(tmp_path / "imgs", 2)
+    files = image_io.list_images(tmp_path / "imgs")
+    sizes: list[tuple[int, int]] = []
+    found = checks.find_bad_images(files, sizes=sizes)
+    assert [f.name for f, _ in found] == bad
+    assert sizes == [(64, 64), (20, 24)]  # good1.png, good2.jpg in listing order
+    (tmp_path / "imgs" / bad[0]).unlink()
+    (tmp_path / "imgs" / bad[1]).unlink()
+    assert sources.load_dataset(str(tmp_path / "imgs")).sizes == ((64, 64), (20, 24))

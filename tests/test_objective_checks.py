@@ -63,7 +63,7 @@ def _entry_points(setup, level, noise=None, x=None, uniform=None, num_pixels=Non
             x,
             uniform,
         ),
-        "level_weights": lambda: svi_jax.level_weights(config.loss, level),
+        "level_weights": lambda: svi_jax.level_weights(config.loss, level, S),
         "rate_terms": lambda: jax.eval_shape(
             lambda a, z: svi_jax.rate_terms(a, a, z, level, S, 64 * 64), lik, zlik
         ),
@@ -156,6 +156,15 @@ def test_noise_must_match_the_batch_the_image_size_and_have_samples(setup):
     good = _noise(model, (1, 64, 64, 3))
     with pytest.raises(TypeError, match="TrainNoise"):
         _entry_points(setup, 3, noise=(good.y, good.z))["train_forward"]()
+    # a mapping iterated over its keys and got a shape message; now the type is named
+    for wrong in (good._asdict(), {"y": 1, "z": 2, "detail": 3}, tuple(good), list(good)):
+        with pytest.raises(TypeError) as error:
+            _entry_points(setup, 3, noise=wrong)["train_forward"]()
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith(
+            f"noise must be a TrainNoise (y, z, detail), got {type(wrong).__name__}"
+        )
 
 
 @pytest.mark.parametrize(("m", "kind"), [(-1, ValueError), (1.0, TypeError), (True, TypeError)])
@@ -196,3 +205,25 @@ def test_warming_loss_checks_the_images_before_anything_else(setup):
         warm(_image(2), noise)
     loss, _ = warm(_image(1), noise)
     assert loss.shape == ()
+
+
+@pytest.mark.parametrize("phase", ["main", "gan"])
+def test_a_model_with_more_than_16_levels_traces_every_phase(phase):
+    """The level weights are checked against the model's S, not 16: the GAN step's syntactic
+    weight takes level S concretely (it raised at trace for S > 16 with a default of 16)."""
+    from svi_jax.metrics.lpips import load_lpips_params
+    from svi_jax.training import steps
+
+    config = tiny.get_config()
+    config.phase = phase
+    config.model.num_slices = 32  # 64 channels: 32 slices of 2
+    model = svi_jax.build_model(config.model)
+    state = jax.eval_shape(lambda: steps.init_state(config, model, jax.random.PRNGKey(0)))
+    step_fn = steps.make_step_fn(config, model, load_lpips_params("alex"))
+    batch = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    _, metrics = jax.eval_shape(step_fn, state, batch)
+    assert metrics["loss"].shape == ()
+    with pytest.raises(TypeError):  # no silent default of 16
+        svi_jax.level_weights(config.loss, 20)
+    lam, _, _ = svi_jax.level_weights(config.loss, 20, model.num_slices)
+    assert float(lam) == 20 * config.loss.mse_scale

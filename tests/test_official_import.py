@@ -8,7 +8,9 @@ import collections
 import io
 import pathlib
 import pickle
+import pickletools
 import shutil
+import struct
 import sys
 import types
 import zipfile
@@ -21,7 +23,7 @@ import pytest
 import svi_jax
 from svi_jax import CheckpointImportError, CheckpointMismatchError
 from svi_jax.configs import paper, tiny
-from svi_jax.weights.torch_file import unwrap_state_dict
+from svi_jax.weights.torch_file import TorchFileError, load_torch_state_dict, unwrap_state_dict
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -180,3 +182,55 @@ def test_another_configs_checkpoint_is_a_short_mismatch_summary(tiny_state):
         "needs (1024, 512, 5, 5)" in problems
     )
     assert isinstance(error.value, CheckpointImportError)  # the old except clauses still catch it
+
+
+def test_flipped_bytes_end_in_torch_file_error_or_load(tmp_path):
+    """Damaged bytes anywhere (not only a cut) never escape as a bare UnicodeDecodeError /
+    TypeError / ValueError: eval.py catches TorchFileError only."""
+    rng = np.random.default_rng(0)
+    for source in ("torch_zip.pth", "torch_legacy.pth"):
+        raw = np.frombuffer((DATA / source).read_bytes(), np.uint8)
+        for trial in range(100):
+            damaged = raw.copy()
+            spots = rng.choice(raw.size, 3, replace=False)
+            damaged[spots] = rng.integers(0, 256, 3, dtype=np.uint8)
+            path = tmp_path / f"{trial}_{source}"
+            path.write_bytes(damaged.tobytes())
+            try:
+                load_torch_state_dict(path)
+            except TorchFileError as error:
+                assert "\n" not in str(error), (source, trial, str(error))
+
+
+def test_named_wrapper_without_tensors_is_not_taken():
+    state = {"conv.weight": np.zeros((2, 2), np.float32)}
+    wrapped = {"model": {"name": "ProgSIC"}, "net": state, "epoch": 3}
+    assert unwrap_state_dict(wrapped) is state
+    assert unwrap_state_dict({"model": state, "net": state}) is state  # the named one first
+
+
+def test_a_tensor_of_the_wrong_rank_is_a_shape_mismatch(tiny_state):
+    model, _, state = tiny_state
+    key = "context_model.layer.weight"
+    broken = dict(state, **{key: state[key].reshape(*state[key].shape[:2], -1)})  # 4-D -> 3-D
+    with pytest.raises(CheckpointMismatchError) as error:
+        svi_jax.import_official_state_dict(model, broken)
+    assert list(error.value.problems) == [
+        f"shape mismatch for {key}: checkpoint {broken[key].shape}, the config needs "
+        f"{state[key].shape}"
+    ]
+
+
+def test_a_damaged_storage_size_is_refused_before_it_is_read(tmp_path):
+    """A legacy file's storage sizes are checked against the file before reading, so a
+    damaged size never turns into a read (allocation) of terabytes."""
+    raw = bytearray((DATA / "torch_legacy.pth").read_bytes())
+    f = io.BytesIO(bytes(raw))
+    for _ in range(4):  # magic, protocol, system info, the main pickle
+        for _ in pickletools.genops(f):
+            pass
+    keys = pickle.load(f)
+    raw[f.tell() : f.tell() + 8] = struct.pack("<q", 2**50)  # the first storage's count
+    (tmp_path / "big.pth").write_bytes(bytes(raw))
+    with pytest.raises(TorchFileError, match=f"storage {keys[0]} is truncated or damaged$"):
+        load_torch_state_dict(tmp_path / "big.pth")

@@ -28,6 +28,7 @@ from svi_jax.codec.tables import FRAC_BITS, z_medians
 from svi_jax.codec.wavefront import decode_slice, get_schedule
 from svi_jax.data.image_io import MAX_PIXELS
 from svi_jax.forward import compose_level_latent, sample_details
+from svi_jax.integer_checks import level_in_range
 from svi_jax.nn.model import DOWNSCALE_Y, DOWNSCALE_Z, ProgressiveSIC, build_model
 from svi_jax.weights.export import check_params_fit, params_hash
 
@@ -147,9 +148,7 @@ class Codec:
         raster=True (benchmarks only) codes one position per chunk in raster order: such a
         file decodes only with `decompress(..., raster=True)`.
         """
-        level = self.num_slices if level is None else fmt.as_integer(level, "level")
-        if not 1 <= level <= self.num_slices:
-            raise ValueError(f"level must be in 1..{self.num_slices}, got {level}")
+        level = self.num_slices if level is None else level_in_range(level, self.num_slices)
         seed = fmt.as_integer(seed, "seed")
         if not 0 <= seed < 2**64:
             raise ValueError("seed must be in 0..2**64-1")

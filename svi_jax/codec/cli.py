@@ -52,6 +52,7 @@ from svi_jax.data.image_io import (
     output_format,
     save_image,
 )
+from svi_jax.integer_checks import level_in_range
 from svi_jax.weights.export import ExportError, load_exported_model
 
 DEFAULT_CHECKPOINT = "runs/tiny"
@@ -96,8 +97,11 @@ def _about(path: str):
 
 
 def _check_level(level: int | None, num_slices: int) -> None:
-    if level is not None and not 1 <= level <= num_slices:
-        raise CliError(f"--level must be in 1..{num_slices}, got {level}")
+    if level is not None:
+        try:
+            level_in_range(level, num_slices, "--level")  # the API's rule and words
+        except ValueError as error:
+            raise CliError(str(error)) from None
 
 
 def _check_seed(seed: int | None) -> None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import operator
 import struct
 import zlib
 
 import numpy as np
+
+from svi_jax.integer_checks import as_integer, level_in_range  # noqa: F401 (as_integer: public here)
 
 MAGIC = b"SVIC"
 FORMAT_VERSION = 2
@@ -33,18 +34,6 @@ HEADER_SIZE = _HEADER.size + 4
 _SEGMENT = struct.Struct("<IIH")
 SEGMENT_OVERHEAD = _SEGMENT.size
 ENCODER_FIELD = 32
-
-
-def as_integer(value, name: str = "level") -> int:
-    """`value` as a Python int: ints and numpy/JAX integer scalars pass. A float (3.7, or
-    3.0), a bool or another type raises TypeError naming `name`: `int(3.7)` would silently
-    give level 3."""
-    if not isinstance(value, bool | np.bool_):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
 
 
 class BitstreamError(ValueError):
@@ -142,7 +131,7 @@ class Bitstream:
         Raises PartialFileError: the file is damaged and `level` is None or beyond the intact
         levels (the default never falls back silently to fewer levels). ValueError: `level`
         outside 1..num_slices. BitstreamError: `level` above the coded levels, or no slice.
-        TypeError: `level` is not an integer (`as_integer`)."""
+        TypeError: `level` is not an integer (`svi_jax.integer_checks.level_in_range`)."""
         available = self.available_levels
         if level is None:
             if self.damage:
@@ -150,11 +139,10 @@ class Bitstream:
             if available == 0:
                 raise BitstreamError("bitstream holds no slice: cut before slice 1")
             return available
-        level = as_integer(level)
+        # the range first, as compress checks it: a damaged file does not hide a bad level
+        level = level_in_range(level, self.header.num_slices)
         if self.damage and level > available:
             raise self.damage_error()
-        if not 1 <= level <= self.header.num_slices:  # as compress words it
-            raise ValueError(f"level must be in 1..{self.header.num_slices}, got {level}")
         if level > available:
             raise BitstreamError(
                 f"level {level} not available: the file holds levels 1..{available}"

@@ -24,15 +24,17 @@ def rgb8(image) -> np.ndarray:
 
 
 def as_bytes(data, function: str) -> bytes:
-    """The bytes of a .sic file given to `function`: bytes, bytearray, memoryview or a 1-D
-    uint8 array. A path (str or os.PathLike) or any other type raises TypeError: bytes(path)
-    would give the path's name (then a misleading "wrong magic bytes")."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
-        return data.tobytes()
+    """The bytes of a .sic file given to `function`: any object with the buffer protocol
+    (bytes, bytearray, memoryview, mmap.mmap, a uint8 numpy array, ...), copied. A path (str or
+    os.PathLike) raises TypeError: bytes(path) would give the path's name (then a misleading
+    "wrong magic bytes"); so does an object without a buffer (an int would be zeros)."""
     if isinstance(data, str | os.PathLike):
         raise TypeError(
             f"{function} takes the file's bytes, got a path: read it first (Path(p).read_bytes())"
         )
-    raise TypeError(f"{function} takes the file's bytes, got {type(data).__name__}")
+    if isinstance(data, bytes):
+        return data
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise TypeError(f"{function} takes the file's bytes, got {type(data).__name__}") from None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from svi_jax import safety
-from svi_jax.data.image_io import DataError, PathLike, _extensions_text, load_image
+from svi_jax.data.image_io import DataError, PathLike, extensions_text, load_image
 
 # At most this many files are named one per line in `bad_images_text` (then "and N more").
 MAX_LISTED_FILES = 20
@@ -23,23 +23,30 @@ def skipped_images_line(root: PathLike, skipped: Sequence[str], limit: int = 5) 
     )
     return (
         f"{len(skipped)} file(s) under {root} look like images but are skipped (extension not "
-        f"read by svi_jax): {shown}; convert them to one of {_extensions_text()}"
+        f"read by svi_jax): {shown}; convert them to one of {extensions_text()}"
     )
 
 
 def find_bad_images(
-    files: Sequence[PathLike], notes: list[str] | None = None
+    files: Sequence[PathLike],
+    notes: list[str] | None = None,
+    sizes: list[tuple[int, int]] | None = None,
 ) -> list[tuple[Path, str]]:
     """Decodes every file (as `load_image` does); [(file, one-line reason)] of those that fail.
 
-    notes: as for `load_image` (multi-frame files). Costs one full decode per file.
+    notes: as for `load_image` (multi-frame files). sizes: when given, the (H, W) in pixels
+    of each file that decodes is appended to it, in order (eval.py's metrics need them).
+    Costs one full decode per file.
     """
     bad = []
     for file in files:
         try:
-            load_image(file, notes)
+            image = load_image(file, notes)
         except DataError as error:
             bad.append((Path(file), failure_reason(error)))
+        else:
+            if sizes is not None:
+                sizes.append(image.shape[:2])
     return bad
 
 

@@ -111,7 +111,8 @@ class MissingImageError(DataError, FileNotFoundError):
     """An image path that does not exist (also a `FileNotFoundError`)."""
 
 
-def _extensions_text() -> str:
+def extensions_text() -> str:
+    """The accepted extensions, for messages: ".png, .jpg, ... (case-insensitive)"."""
     return ", ".join(IMAGE_EXTENSIONS) + " (case-insensitive)"
 
 
@@ -144,9 +145,7 @@ def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
     if root.is_file():
         if is_image_path(root):
             return [root]
-        raise DataError(
-            f"{root} is not an image file: accepted extensions are {_extensions_text()}"
-        )
+        raise DataError(f"{root} is not an image file: accepted extensions are {extensions_text()}")
     if not root.is_dir():
         raise DataError(f"image path {root} does not exist")
     found: list[tuple[str, Path]] = []
@@ -170,7 +169,7 @@ def list_images(path: PathLike, skipped: list[str] | None = None) -> list[Path]:
             examples = ", ".join(sorted(others)[:3])
             detail = f"; it holds {len(others)} other file(s), e.g. {examples}"
         raise DataError(
-            f"no images found under {root} (searched recursively for {_extensions_text()}){detail}"
+            f"no images found under {root} (searched recursively for {extensions_text()}){detail}"
         )
     found.sort(key=lambda item: item[0])
     return [full for _, full in found]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from svi_jax.data.checks import bad_images_text, failure_reason, skipped_images_line
+from svi_jax.data.checks import bad_images_text, find_bad_images, skipped_images_line
 from svi_jax.data.image_io import (
     SKIMAGE_VALIDATION_PHOTOS,
     DataError,
@@ -162,12 +162,8 @@ def _folder(path: pathlib.Path) -> Dataset:
     root = path if path.is_dir() else path.parent
     names = tuple(f.relative_to(root).as_posix() for f in files)
     notes = [line] if (line := skipped_images_line(path, skipped)) else []
-    sizes, bad = [], []
-    for file in files:
-        try:
-            sizes.append(load_image(file, notes).shape[:2])
-        except DataError as error:
-            bad.append((file, failure_reason(error)))
+    sizes: list[tuple[int, int]] = []
+    bad = find_bad_images(files, notes, sizes)
     if bad:
         raise EvalInputError(
             f"{bad_images_text(bad, len(files), f'--data {path}')}\nfix or remove them"

@@ -11,9 +11,11 @@ never writes: a run it refuses leaves the workdir exactly as it was. Each failur
   (above TRAIN_DECODE_LIMIT files, an evenly spread sample of that many is decoded, and an
   info line says so); the files that fail are listed in one warning (the loader skips them);
   images smaller than the crop, which the loader reflect-pads, are counted in one info line;
-  files with an image extension svi_jax does not read are named in one warning line. Every
-  validation image decodes (any size >= 1 px: validation pads them as the codec does,
-  svi_jax.forward.pad_to_multiple); all that do not are named in one error;
+  files with an image extension svi_jax does not read are named in one warning line; a folder
+  where every file fails (or every file of the decoded sample) is an error. Every validation
+  image decodes (any size >= 1 px: validation pads them as the codec does,
+  svi_jax.forward.pad_to_multiple); those that do not are named in one error line (the first
+  MAX_LISTED_FILES of svi_jax.data.checks, then a count);
 * the previous phase's export (`train.init_from`) loads, has this config's model, and is not
   this run's own export (which the run would overwrite);
 * the workdir: not a file; checkpoints in it were written with this model and phase;
@@ -31,7 +33,12 @@ import jax
 import ml_collections
 from PIL import Image
 
-from svi_jax.data.checks import bad_images_text, find_bad_images, skipped_images_line
+from svi_jax.data.checks import (
+    MAX_LISTED_FILES,
+    bad_images_text,
+    find_bad_images,
+    skipped_images_line,
+)
 from svi_jax.data.image_io import DataError, list_images
 from svi_jax.nn.model import DOWNSCALE_Z
 from svi_jax.safety import is_within, one_line
@@ -111,7 +118,8 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
     info line.
 
     Raises:
-      PreflightError: no image file, or none of them reads.
+      PreflightError: no image file, none of them reads, or (above TRAIN_DECODE_LIMIT) every
+        file of the decoded sample fails.
     """
     skipped: list[str] = []
     try:
@@ -132,11 +140,18 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
     if sampled:  # evenly spread over the sorted list (every folder of a tree gets its share)
         step = len(readable) / TRAIN_DECODE_LIMIT
         readable = [readable[int(i * step)] for i in range(TRAIN_DECODE_LIMIT)]
-    bad += find_bad_images(readable)
+    undecodable = find_bad_images(readable)
+    bad += undecodable
     if len(bad) == len(files):
         raise PreflightError(
             f"no training image in {path} can be read ({len(files)} files): "
             f"{_one_line_list(bad)}; check the folder"
+        )
+    if sampled and len(undecodable) == len(readable):  # the sample says: (almost) none decode
+        raise PreflightError(
+            f"no training image in {path} can be read: {len(undecodable)} of the "
+            f"{len(readable)} decoded (a sample of {len(files)} files) fail: "
+            f"{_one_line_list(undecodable)}; check the folder"
         )
     reported = (str(pathlib.Path(path).resolve()), crop_size)
     if reported in _REPORTED:
@@ -171,8 +186,8 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
 
 
 def check_validation_images(path: str) -> None:
-    """Every validation image decodes (they are all used at every validation); all that do
-    not are named in one error."""
+    """Every validation image decodes (they are all used at every validation); those that do
+    not are named in one error line (the first MAX_LISTED_FILES, then a count of the rest)."""
     skipped: list[str] = []
     try:
         files = list_images(path, skipped)
@@ -182,7 +197,7 @@ def check_validation_images(path: str) -> None:
     if bad:
         raise PreflightError(
             f"{len(bad)} of {len(files)} validation images (--config.data.val) cannot be used: "
-            f"{_one_line_list(bad)}; fix or remove them"
+            f"{_one_line_list(bad, MAX_LISTED_FILES)}; fix or remove them"
         )
     line = skipped_images_line(path, skipped)
     if line and (str(pathlib.Path(path).resolve()), "val") not in _REPORTED:

@@ -227,8 +227,8 @@ def _gan_update(config, model, disc, disc_tx, state, x, level, noise, loss_from_
         logits, _ = d_apply(d_params, stats, images, cond, False)
         g_syn = gan_lib.bce_with_logits(logits[:b], 1.0)
         g_smp = gan_lib.bce_with_logits(logits[b:], 1.0)
-        _, gamma16, _ = level_weights(config.loss, model.num_slices)
-        _, gamma, _ = level_weights(config.loss, level)
+        _, gamma16, _ = level_weights(config.loss, model.num_slices, model.num_slices)
+        _, gamma, _ = level_weights(config.loss, level, model.num_slices)
         adv = (
             config.loss.syntactic_weight * gamma16 * g_syn
             + config.loss.synonymous_weight * gamma * g_smp

@@ -85,7 +85,7 @@ class Validator:
             )
             squared = jnp.where(inside[None, :, :, None], (x_rep - x_hat) ** 2, 0.0)
             mse = jnp.sum(squared) / (pixels * x_rep.shape[0] * x_rep.shape[3])
-            lam, gam, beta = level_weights(loss_cfg, level)
+            lam, gam, beta = level_weights(loss_cfg, level, model.num_slices)
             r = out["rates"]
             bpp = (r.bpp_ys + r.bpp_z) * per_original_pixel
             partial = lam * mse + beta * bpp  # + gam * LPIPS (`_lpips`, added in `_one`)
@@ -105,7 +105,9 @@ class Validator:
         self._evaluate, self._lpips = evaluate, lpips
 
     def _one(self, params, image, level):
-        """({loss, mse, lpips, bpp} as device scalars, x_hat (M, H', W', 3) padded)."""
+        """({loss, mse, lpips, bpp} as device scalars, x_hat[:1]): the first of the M
+        reconstructions only, (1, H', W', 3) float32 at the padded size H', W' (multiples of
+        64); the metrics average over all M."""
         key = jax.random.fold_in(self.key, level)
         x, hw = pad_to_multiple(image[None])  # as the codec pads: zeros bottom/right
         x = jnp.asarray(x)

@@ -219,7 +219,9 @@ def import_official_state_dict(
             if key not in state:
                 problems.append(f"missing key {key} (for {'/'.join(names)})")
                 continue
-            value = _to_ours(state[key], kind)
+            # a tensor of the wrong rank cannot be transposed: a shape mismatch, not a crash
+            rank_ok = np.ndim(state[key]) == len(block_shape)
+            value = _to_ours(state[key], kind) if rank_ok else np.asarray(state[key])
             if value.shape != block_shape:  # both shapes in the official layout:
                 official = _from_ours(np.broadcast_to(np.float32(0), block_shape), kind).shape
                 problems.append(

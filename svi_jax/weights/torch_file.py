@@ -189,9 +189,13 @@ def _load_legacy(path: str):
 
         _Unpickler(f, record_dtype).load()
         storages = {}
+        size = os.fstat(f.fileno()).st_size
         for key in pickle.load(f):
             (count,) = struct.unpack("<q", f.read(8))
             dtype = dtypes.get(key, np.dtype(np.uint8))
+            # a damaged count must not become a read of gigabytes: check it against the file
+            if not 0 <= count * dtype.itemsize <= size - f.tell():
+                raise TorchFileError(f"{path}: storage {key} is truncated or damaged")
             raw = f.read(count * dtype.itemsize)
             if len(raw) != count * dtype.itemsize:
                 raise TorchFileError(f"{path}: storage {key} is truncated")
@@ -246,8 +250,9 @@ def load_torch_file(path: str | os.PathLike):
         return _load_legacy(path)
     except (TorchFileError, FileNotFoundError):
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, KeyError) as e:
-        raise TorchFileError(f"{_not_torch(path)} ({e})") from None
+    except Exception as e:  # a damaged pickle can raise almost anything
+        # (UnicodeDecodeError, TypeError, ValueError, ... from flipped bytes), never a traceback
+        raise TorchFileError(f"{_not_torch(path)} ({type(e).__name__}: {e})") from None
 
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -259,13 +264,15 @@ def _is_array(value) -> bool:
 
 def unwrap_state_dict(obj):
     """The state dict inside a training checkpoint: obj[k] for the first k of `WRAPPER_KEYS`
-    holding a dict; else, when `obj` has no tensor of its own, its one dict value holding
-    tensors (e.g. {"net": state_dict, "epoch": 3}); else `obj` itself."""
+    holding a dict with tensors; else, when `obj` has no tensor of its own, its one dict value
+    holding tensors (e.g. {"net": state_dict, "epoch": 3}); else `obj` itself."""
     if not isinstance(obj, dict):
         return obj
-    for wrapper in WRAPPER_KEYS:
-        if isinstance(obj.get(wrapper), dict):
-            return obj[wrapper]
+    for wrapper in WRAPPER_KEYS:  # a named wrapper only when it holds tensors: {"model":
+        # {"name": ...}, "net": state_dict} falls through to the one-inner-dict rule
+        inner = obj.get(wrapper)
+        if isinstance(inner, dict) and any(map(_is_array, inner.values())):
+            return inner
     if any(_is_array(v) for v in obj.values()):
         return obj
     inner = [v for v in obj.values() if isinstance(v, dict) and any(map(_is_array, v.values()))]
