@@ -142,6 +142,8 @@ def test_training_preflight_says_when_it_samples(tmp_path, caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="svi_jax.training.preflight"):
         preflight.check_training_images(str(tmp_path / "train"), 16)
     assert "decoded a sample of 3" in caplog.text and "all 6 images" in caplog.text
+    # the bad-file count says what it counts: every header, decoding of the sample only
+    assert "(all headers read, a sample of 3 decoded) cannot be decoded" in caplog.text
 
 
 def test_training_preflight_refuses_a_folder_where_nothing_decodes(tmp_path):

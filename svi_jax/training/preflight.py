@@ -172,7 +172,16 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
     if bad:
         logger.warning(
             "%s\nthese files will be skipped (fix or remove them)",
-            bad_images_text(bad, len(files), f"the training data {path}"),
+            bad_images_text(
+                bad,
+                len(files),
+                f"the training data {path}"
+                + (
+                    f" (all headers read, a sample of {TRAIN_DECODE_LIMIT} decoded)"
+                    if sampled
+                    else ""
+                ),
+            ),
         )
     if small:
         logger.info(
