@@ -150,6 +150,10 @@ def test_paths_and_other_types_are_not_bytes(codec, tmp_path):
         for wrong, what in ((12, "int"), ([1, 2], "list"), (None, "NoneType")):
             with pytest.raises(TypeError, match=f"{fn} takes the file's bytes, got {what}$"):
                 call(wrong)
+    # an array of the byte values in another dtype: its raw memory is not the file
+    for dtype in (np.int64, np.int8, np.uint32):
+        with pytest.raises(TypeError, match="not uint8"):
+            info(np.frombuffer(data, np.uint8).astype(dtype))
     for ok in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         assert info(ok)["coded_levels"] == 2
     # any buffer bytes() took before the path check: an mmap of the file (the zero-copy way

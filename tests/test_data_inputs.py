@@ -115,6 +115,17 @@ def test_eval_names_every_bad_image_at_once(tmp_path):
     assert "truncated" in lines[1] and "cannot identify" in lines[2]
 
 
+def test_eval_bad_image_error_also_names_skipped_files(tmp_path):
+    """A folder with a bad image and a file of an unread image format: one error says both
+    (the skip note used to come only after the bad image was fixed)."""
+    _bad_folder(tmp_path / "imgs", 1)
+    (tmp_path / "imgs" / "photo.heic").write_bytes(b"not read")
+    with pytest.raises(sources.EvalInputError) as caught:
+        sources.load_dataset(str(tmp_path / "imgs"))
+    text = str(caught.value)
+    assert "photo.heic" in text and "cannot be decoded" in text
+
+
 def test_eval_caps_the_list_of_bad_images(tmp_path, capsys):
     _bad_folder(tmp_path / "imgs", checks.MAX_LISTED_FILES + 5)
     with pytest.raises(sources.EvalInputError) as caught:

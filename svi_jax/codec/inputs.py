@@ -34,6 +34,8 @@ def as_bytes(data, function: str) -> bytes:
         )
     if isinstance(data, bytes):
         return data
+    if isinstance(data, np.ndarray) and data.dtype != np.uint8:  # its raw memory is not the file
+        raise TypeError(f"{function} takes the file's bytes, got a {data.dtype} array (not uint8)")
     try:
         return bytes(memoryview(data))
     except TypeError:

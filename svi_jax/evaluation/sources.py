@@ -166,7 +166,8 @@ def _folder(path: pathlib.Path) -> Dataset:
     bad = find_bad_images(files, notes, sizes)
     if bad:
         raise EvalInputError(
-            f"{bad_images_text(bad, len(files), f'--data {path}')}\nfix or remove them"
+            "\n".join([*notes, bad_images_text(bad, len(files), f"--data {path}")])
+            + "\nfix or remove them"
         )
 
     def load(i: int) -> np.ndarray:
