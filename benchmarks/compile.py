@@ -201,10 +201,13 @@ def main() -> None:
     )
     if not args.json:
         print(header)
+    labels, matched = [], 0
     for name in names:
         for label, fn, fargs, kwargs in functions(name):
+            labels.append(label)
             if args.only and args.only not in label:
                 continue
+            matched += 1
             r = compile_report(fn, *fargs, compile=not args.no_compile, **kwargs)
             eager = None
             if label == "init_params" and not args.no_compile:
@@ -223,6 +226,12 @@ def main() -> None:
                     " process: the call train.py makes",
                     flush=True,
                 )
+    if not matched:
+        ap.exit(
+            2,
+            f"compile.py: error: --only {args.only!r} matches no function; the functions:"
+            f" {', '.join(dict.fromkeys(labels))}\n",
+        )
 
 
 if __name__ == "__main__":

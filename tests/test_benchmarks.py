@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -156,3 +157,19 @@ def test_profile_summary_tables_the_ops_of_a_trace(tmp_path):
     assert kinds and not any(k in ("while", "ThunkExecutor::Execute") for k in kinds)
     with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb"):
         _profile_summary.summarize(tmp_path / "empty")
+
+
+def test_compile_benchmark_refuses_a_filter_that_matches_nothing(monkeypatch, capsys):
+    """`--only nosuch` used to print an empty table with exit status 0."""
+    compile_benchmark = _benchmark_module("compile")
+    labels = ("init_params", "step/main")
+    monkeypatch.setattr(
+        compile_benchmark, "functions", lambda name: ((label, None, (), {}) for label in labels)
+    )
+    argv = ["compile.py", "--configs", "tiny", "--no-compile", "--only", "nosuch"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as caught:
+        compile_benchmark.main()
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and "'nosuch' matches no function" in err
+    assert "init_params, step/main" in err
