@@ -213,6 +213,17 @@ def throughput(
     return out
 
 
+# What the printed figures mean, said the same way by train_step.py and eval.py.
+MATMUL_PEAK_NOTE = (
+    "measured now (one large GEMM, this process): a loaded machine lowers it (1.6-2.1x seen "
+    "between runs on a shared CPU), and with it the fraction of it reached"
+)
+FLOPS_XLA_NOTE = (
+    "XLA's cost analysis: counts a scanned (while-loop) body once, not once per iteration "
+    "(so lower than the jaxpr's count) and leaves out GPU library calls; MFU uses the jaxpr"
+)
+
+
 def mfu_text(perf: dict) -> str:
     """'MFU 7.2% (bfloat16 dense peak 989 TFLOP/s)' or 'MFU: n/a (no peak figure for this
     device)' from a `throughput` result: one phrase, never "None"."""

@@ -174,14 +174,8 @@ def _performance(model, cfg, pieces, rows, times, first, size) -> None:
     peak_gib, peak_kind = _report.peak_memory()
     print(f"peak memory {peak_gib:.2f} GiB ({peak_kind}); dtype {dtype}, precision {precision}")
     matmul_peak = _report.measured_matmul_peak(dtype, precision)
-    print(
-        f"matmul peak measured now: {matmul_peak / 1e12:.4g} TFLOP/s (one large {dtype} GEMM; "
-        "a loaded machine lowers it, and with it the '% of the measured matmul peak' below)"
-    )
-    print(
-        "TFLOP: the jaxpr's dot/conv FLOPs; XLA's count (cost analysis) counts a scanned body "
-        "once, not once per iteration (so it is lower), and misses GPU library calls"
-    )
+    print(f"matmul peak {matmul_peak / 1e12:.4g} TFLOP/s ({dtype}): {_report.MATMUL_PEAK_NOTE}")
+    print(f"TFLOP: the jaxpr's dot/conv FLOPs; XLA's count: {_report.FLOPS_XLA_NOTE}")
     for name, parts in rows.items():
         flops = sum(info[key]["flops"] * n for key, n in parts)
         counts = [info[key]["flops_xla"] for key, _ in parts]

@@ -77,16 +77,6 @@ flags.DEFINE_integer("profile_steps", 3, "Steps in the --profile trace.")
 FLAGS = flags.FLAGS
 
 
-MATMUL_PEAK_NOTE = (
-    "measured now (one large GEMM, this process): a loaded machine lowers it (1.6x seen between "
-    "runs on a shared CPU), and with it of_matmul_peak's meaning"
-)
-FLOPS_XLA_NOTE = (
-    "XLA's cost analysis: counts a scanned (while-loop) body once, not once per iteration "
-    "(so lower than flops_jaxpr) and leaves out GPU library calls; MFU uses the jaxpr"
-)
-
-
 def official_setting(config, phase: str) -> bool:
     """The setting of the official figures: paper model, main phase, 2 x 256^2 / device, M=5."""
     return (
@@ -118,8 +108,8 @@ def performance_report(config, model, phase, seconds, jaxpr_flops, info, flops_m
         "hfu": hardware["mfu"],
         "hfu_of_matmul_peak": hardware["of_matmul_peak"],
         "matmul_peak_tflops": round(matmul_peak / 1e12, 4),
-        "matmul_peak_note": MATMUL_PEAK_NOTE,
-        "flops_xla_note": FLOPS_XLA_NOTE,
+        "matmul_peak_note": _report.MATMUL_PEAK_NOTE,
+        "flops_xla_note": _report.FLOPS_XLA_NOTE,
         "peak_memory_gib": round(peak_gib, 3),
         "peak_memory_kind": peak_kind,
     }
