@@ -215,3 +215,17 @@ def test_find_bad_images_gives_the_sizes_eval_uses(tmp_path):
     (tmp_path / "imgs" / bad[0]).unlink()
     (tmp_path / "imgs" / bad[1]).unlink()
     assert sources.load_dataset(str(tmp_path / "imgs")).sizes == ((64, 64), (20, 24))
+
+
+def test_a_later_phase_does_not_decode_the_training_folder_again(tmp_path, monkeypatch):
+    """Every phase of a run preflights its data: the decoding (up to TRAIN_DECODE_LIMIT
+    images) is done once per folder and crop, not once per phase."""
+    _bad_folder(tmp_path / "train", 1)
+    decoded = []
+    real = preflight.find_bad_images
+    monkeypatch.setattr(
+        preflight, "find_bad_images", lambda files: decoded.append(files) or real(files)
+    )
+    for _ in range(3):  # warming, main, gan
+        preflight.check_training_images(str(tmp_path / "train"), 16)
+    assert len(decoded) == 1

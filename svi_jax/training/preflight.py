@@ -121,6 +121,9 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
       PreflightError: no image file, none of them reads, or (above TRAIN_DECODE_LIMIT) every
         file of the decoded sample fails.
     """
+    reported = (str(pathlib.Path(path).resolve()), crop_size)
+    if reported in _REPORTED:
+        return  # checked (and its notes logged) by an earlier phase of this run: not decoded again
     skipped: list[str] = []
     try:
         files = list_images(path, skipped)
@@ -153,9 +156,6 @@ def check_training_images(path: str, crop_size: int | None = None) -> None:
             f"{len(readable)} decoded (a sample of {len(files)} files) fail: "
             f"{_one_line_list(undecodable)}; check the folder"
         )
-    reported = (str(pathlib.Path(path).resolve()), crop_size)
-    if reported in _REPORTED:
-        return  # a later phase of the same run: said once
     _REPORTED.add(reported)
     line = skipped_images_line(path, skipped)
     if line:
