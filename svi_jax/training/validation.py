@@ -72,12 +72,8 @@ class Validator:
             logger.info("tracing the validation pass for %s", x.shape)
             y_shape, _ = latent_shapes(model, x.shape)
             u = jax.random.uniform(key, (self.num_samples * y_shape[0], *y_shape[1:]))
-            # num_pixels left at the padded H*W (a Python number in evaluation_pass): the rates
-            # are bits / (pixels * B), so the rate per original pixel is the padded one times
-            # padded / original, with the original count traced.
-            out = evaluation_pass(model, params, x, level, u)
-            pixels = (hw[0] * hw[1]).astype(jnp.float32)
-            per_original_pixel = (x.shape[1] * x.shape[2]) / pixels
+            pixels = (hw[0] * hw[1]).astype(jnp.float32)  # the original H*W, traced
+            out = evaluation_pass(model, params, x, level, u, num_pixels=pixels)
             x_hat = out["x_hat"]
             x_rep = jnp.tile(x, (self.num_samples, 1, 1, 1))
             inside = (jnp.arange(x.shape[1])[:, None] < hw[0]) & (
@@ -87,7 +83,7 @@ class Validator:
             mse = jnp.sum(squared) / (pixels * x_rep.shape[0] * x_rep.shape[3])
             lam, gam, beta = level_weights(loss_cfg, level, model.num_slices)
             r = out["rates"]
-            bpp = (r.bpp_ys + r.bpp_z) * per_original_pixel
+            bpp = r.bpp_ys + r.bpp_z
             partial = lam * mse + beta * bpp  # + gam * LPIPS (`_lpips`, added in `_one`)
             partial = partial + out["synonym_distance"] + out["sample_distance"]
             metrics = {"partial_loss": partial, "lpips_weight": gam, "mse": mse, "bpp": bpp}
